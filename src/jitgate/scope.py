@@ -77,7 +77,9 @@ def _canonical_action(name: str) -> catalog.ActionInfo:
 
 def _check_resource(resource: str) -> None:
     if len(resource) > MAX_ARN_LENGTH:
-        raise ScopeError(f"resource {resource[:60]!r}... is longer than {MAX_ARN_LENGTH} characters")
+        raise ScopeError(
+            f"resource {resource[:60]!r}... is longer than {MAX_ARN_LENGTH} characters"
+        )
     if resource == "*":
         return
     try:
@@ -159,7 +161,6 @@ def build_scope(
     for resource in unique_resources:
         if resource not in used_resources:
             raise ScopeError(
-                f"resource {resource!r} fits none of the requested actions "
-                f"({', '.join(infos)})"
+                f"resource {resource!r} fits none of the requested actions ({', '.join(infos)})"
             )
     return Scope(tuple(infos), tuple(unique_resources), tuple(pairs))

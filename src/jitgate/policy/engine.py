@@ -87,7 +87,9 @@ def _entities(agent: str, groups: Sequence[str], pairs: Sequence[ScopePair]) -> 
                 "account": account,
                 "type": pair.resource_type,
             }
-        entities.append({"uid": {"type": "Resource", "id": pair.resource}, "attrs": attrs, "parents": []})
+        entities.append(
+            {"uid": {"type": "Resource", "id": pair.resource}, "attrs": attrs, "parents": []}
+        )
     return entities
 
 
@@ -184,7 +186,9 @@ class PolicyEngine:
         loaded: LoadedPolicies, pair: ScopePair, result: cedarpy.AuthzResult
     ) -> PairDecision:
         what = f"{pair.action} on {pair.resource}"
-        metas = [loaded.by_cedar_id[r] for r in result.diagnostics.reasons if r in loaded.by_cedar_id]
+        metas = [
+            loaded.by_cedar_id[r] for r in result.diagnostics.reasons if r in loaded.by_cedar_id
+        ]
         ids = tuple(m.id for m in metas)
         if not result.allowed:
             if metas:
@@ -203,7 +207,7 @@ class PolicyEngine:
                     0,
                     0,
                     (),
-                    f"{what}: a prefix grant needs a permit with @allow_prefix(\"true\"); "
+                    f'{what}: a prefix grant needs a permit with @allow_prefix("true"); '
                     f"{', '.join(ids)} does not allow one",
                 )
             ids = tuple(m.id for m in metas)

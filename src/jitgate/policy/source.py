@@ -150,15 +150,15 @@ def _meta(path: str, line: int, cedar_id: str, body: dict[str, Any], text: str) 
     for key in annotations:
         if key not in KNOWN_ANNOTATIONS:
             raise _fail(
-                path, line, f"unknown annotation @{key} (known: {', '.join(sorted(KNOWN_ANNOTATIONS))})"
+                path,
+                line,
+                f"unknown annotation @{key} (known: {', '.join(sorted(KNOWN_ANNOTATIONS))})",
             )
     effect = body["effect"]
     approval = annotations.get("approval", "")
     if effect == "permit":
         if approval not in ("auto", "required"):
-            raise _fail(
-                path, line, 'a permit needs @approval("auto") or @approval("required")'
-            )
+            raise _fail(path, line, 'a permit needs @approval("auto") or @approval("required")')
     elif approval:
         raise _fail(path, line, "@approval has no meaning on a forbid")
     max_seconds = DEFAULT_MAX_SECONDS
