@@ -1,0 +1,106 @@
+"""The hash chain, as pure functions.
+
+Each event is stored as its canonical JSON ``body`` (sorted keys, no spaces, UTF-8) which
+includes its own sequence number. Its hash is ``sha256(prev_hash_bytes || body_bytes)``; the
+first event's ``prev_hash`` is 64 zeros. Verification needs only the stored rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(prev_hash: str, body: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+        }
+
+
+def verify_rows(
+    rows: Iterable[tuple[int, str, str, str]],
+    *,
+    expected_head: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Walk (seq, prev_hash, hash, body) rows in seq order and report the first break.
+
+    - a gap in sequence numbers: an event was deleted (or the order was changed);
+    - prev_hash not equal to the previous event's hash: an event was inserted, removed or moved;
+    - hash not equal to sha256(prev_hash || body): the event was edited;
+    - the body's own seq differs from its row: the event was moved;
+    - the last event differs from the recorded chain head: the tail was cut off.
+    """
+    expected_seq = 1
+    running = GENESIS
+    sha256 = hashlib.sha256
+    fromhex = bytes.fromhex
+    checked = 0
+    for seq, prev_hash, stored_hash, body in rows:
+        if seq != expected_seq:
+            what = "missing" if seq > expected_seq else "duplicated or out of order"
+            return VerifyResult(
+                False,
+                checked,
+                expected_seq - 1,
+                running,
+                expected_seq,
+                f"event {expected_seq} is {what} (next stored event is {seq})",
+            )
+        if prev_hash != running:
+            return VerifyResult(
+                False,
+                checked,
+                seq - 1,
+                running,
+                seq,
+                f"event {seq} does not link to event {seq - 1} (inserted, removed or reordered)",
+            )
+        computed = sha256(fromhex(prev_hash) + body.encode("utf-8")).hexdigest()
+        if computed != stored_hash:
+            return VerifyResult(
+                False, checked, seq - 1, running, seq, f"event {seq} was altered (hash mismatch)"
+            )
+        marker = body.rfind(',"seq":')
+        if marker < 0 or not body.startswith(f"{seq},", marker + 7):
+            return VerifyResult(
+                False, checked, seq - 1, running, seq, f"event {seq} carries a different seq"
+            )
+        running = stored_hash
+        expected_seq += 1
+        checked += 1
+    head_seq = expected_seq - 1
+    if expected_head is not None and expected_head != (head_seq, running):
+        recorded_seq, _ = expected_head
+        if recorded_seq > head_seq:
+            problem = f"the chain ends at event {head_seq} but the head records {recorded_seq} (tail truncated)"
+            return VerifyResult(False, checked, head_seq, running, head_seq + 1, problem)
+        problem = f"the chain head records event {recorded_seq} but events run to {head_seq}"
+        return VerifyResult(False, checked, head_seq, running, recorded_seq + 1, problem)
+    return VerifyResult(True, checked, head_seq, running)

@@ -1,0 +1,190 @@
+"""Appending to and reading the audit chain in the database.
+
+``append`` runs inside the caller's write transaction, so a state change and its event commit
+together or not at all. The chain head row is locked for the append, so concurrent writers (in
+one process or many, SQLite or PostgreSQL) queue and never fork the chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, text, update
+
+from jitgate.audit.chain import VerifyResult, canonical_json, event_hash, verify_rows
+from jitgate.clock import isoformat
+from jitgate.store.db import Database
+from jitgate.store.schema import audit_events, audit_head
+
+_CHAIN_PAGE = text(
+    "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > :last ORDER BY seq LIMIT :batch"
+)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    actor: str
+    agent: str | None = None
+    grant_id: str | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    ts: str
+    type: str
+    actor: str
+    agent: str | None
+    grant_id: str | None
+    data: dict[str, Any]
+    hash: str
+    prev_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "type": self.type,
+            "actor": self.actor,
+            "agent": self.agent,
+            "grant_id": self.grant_id,
+            "data": self.data,
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+        }
+
+
+def _body(seq: int, when: datetime, event: NewEvent) -> str:
+    return canonical_json(
+        {
+            "seq": seq,
+            "ts": isoformat(when),
+            "type": event.type,
+            "actor": event.actor,
+            "agent": event.agent,
+            "grant_id": event.grant_id,
+            "data": event.data or {},
+        }
+    )
+
+
+def append(connection: Connection, when: datetime, events: Sequence[NewEvent]) -> list[int]:
+    """Append events to the chain within the caller's transaction; returns their seqs."""
+    if not events:
+        return []
+    head = connection.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    seq, running = int(head.seq), str(head.hash)
+    rows: list[dict[str, Any]] = []
+    seqs: list[int] = []
+    for event in events:
+        seq += 1
+        body = _body(seq, when, event)
+        digest = event_hash(running, body)
+        rows.append(
+            {
+                "seq": seq,
+                "ts": when,
+                "type": event.type,
+                "actor": event.actor,
+                "agent": event.agent,
+                "grant_id": event.grant_id,
+                "body": body,
+                "prev_hash": running,
+                "hash": digest,
+            }
+        )
+        seqs.append(seq)
+        running = digest
+    connection.execute(insert(audit_events), rows)
+    connection.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=running))
+    return seqs
+
+
+def _stored(row: Any) -> StoredEvent:
+    body = json.loads(row.body)
+    return StoredEvent(
+        seq=int(row.seq),
+        ts=body["ts"],
+        type=body["type"],
+        actor=body["actor"],
+        agent=body["agent"],
+        grant_id=body["grant_id"],
+        data=body["data"],
+        hash=row.hash,
+        prev_hash=row.prev_hash,
+    )
+
+
+class AuditLog:
+    """Reading side of the chain, plus a convenience for appending in its own transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, when: datetime, *events: NewEvent) -> list[int]:
+        with self.db.write() as connection:
+            return append(connection, when, events)
+
+    def events(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int = 100,
+        grant_id: str | None = None,
+        agent: str | None = None,
+        types: Sequence[str] | None = None,
+        type_prefix: str | None = None,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]:
+        query = select(
+            audit_events.c.seq, audit_events.c.body, audit_events.c.hash, audit_events.c.prev_hash
+        )
+        if after_seq:
+            query = query.where(audit_events.c.seq > after_seq)
+        if grant_id is not None:
+            query = query.where(audit_events.c.grant_id == grant_id)
+        if agent is not None:
+            query = query.where(audit_events.c.agent == agent)
+        if types:
+            query = query.where(audit_events.c.type.in_(list(types)))
+        if type_prefix:
+            query = query.where(audit_events.c.type.startswith(type_prefix, autoescape=True))
+        order = audit_events.c.seq.desc() if newest_first else audit_events.c.seq
+        query = query.order_by(order).limit(limit)
+        with self.db.read() as connection:
+            return [_stored(row) for row in connection.execute(query)]
+
+    def head(self) -> tuple[int, str]:
+        with self.db.read() as connection:
+            row = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+            return int(row.seq), str(row.hash)
+
+    def count(self) -> int:
+        with self.db.read() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(audit_events)).scalar_one()
+            )
+
+    def iter_rows(self, batch: int = 5000) -> Iterator[tuple[int, str, str, str]]:
+        """All chain rows in order, streamed in batches (keyset pagination)."""
+        last = 0
+        while True:
+            with self.db.read() as connection:
+                rows = connection.execute(_CHAIN_PAGE, {"last": last, "batch": batch}).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield (int(row[0]), row[1], row[2], row[3])
+            last = int(rows[-1][0])
+
+    def verify(self) -> VerifyResult:
+        head = self.head()
+        return verify_rows(self.iter_rows(), expected_head=head)

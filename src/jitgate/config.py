@@ -1,0 +1,125 @@
+"""Settings: ``$JITGATE_HOME/jitgate.toml`` plus a few environment overrides.
+
+JITGATE_HOME         where jitgate keeps its files (default ./.jitgate)
+JITGATE_DATABASE_URL a postgresql+psycopg:// URL to use PostgreSQL instead of SQLite
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jitgate.errors import InvalidRequest
+from jitgate.policy.durations import parse_duration
+from jitgate.store.db import sqlite_url
+
+CONFIG_NAME = "jitgate.toml"
+POLICY_NAME = "policy.cedar"
+DATABASE_NAME = "jitgate.db"
+MASTER_KEY_NAME = "master.key"
+
+DEFAULT_CONFIG = """\
+# jitgate configuration. Durations are written like "90s", "5m", "1h".
+
+[server]
+control_listen = "127.0.0.1:8751"   # the control-plane API (agents, approvers)
+aws_listen = "127.0.0.1:8750"       # the AWS endpoint agents point endpoint_url at
+
+[database]
+# SQLite in this directory by default. For PostgreSQL set JITGATE_DATABASE_URL or:
+# url = "postgresql+psycopg://jitgate@db.internal:5432/jitgate"
+
+[grants]
+default_duration = "5m"   # when a request names none
+lapse_after = "15m"       # a pending request nobody decides lapses after this
+# ARNs (shell-style globs) whose reads always need approval, like secrets:
+sensitive_arns = [
+  # "arn:aws:s3:::payroll/*",
+]
+
+[policy]
+file = "policy.cedar"
+
+[aws]
+region = "us-east-1"
+# account_id = "123456789012"          # the account ARNs default to (found via STS if unset)
+# upstream_endpoint = "https://..."    # only for sandboxes and tests; agents never choose it
+"""
+
+
+def _listen(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidRequest(f"{name} must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    policy_path: Path
+    control_listen: tuple[str, int] = ("127.0.0.1", 8751)
+    aws_listen: tuple[str, int] = ("127.0.0.1", 8750)
+    default_duration_seconds: int = 300
+    lapse_seconds: int = 900
+    sensitive_arns: tuple[str, ...] = ()
+    aws_region: str = "us-east-1"
+    aws_account_id: str | None = None
+    upstream_endpoint: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.home / MASTER_KEY_NAME
+
+
+def home_from_env() -> Path:
+    return Path(os.environ.get("JITGATE_HOME", ".jitgate")).resolve()
+
+
+def load_settings(home: Path | None = None) -> Settings:
+    home = (home or home_from_env()).resolve()
+    config_path = home / CONFIG_NAME
+    raw: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidRequest(f"{config_path}: {exc}") from None
+    server = raw.get("server", {})
+    grants = raw.get("grants", {})
+    aws = raw.get("aws", {})
+    database_url = os.environ.get("JITGATE_DATABASE_URL") or raw.get("database", {}).get("url")
+    if not database_url:
+        database_url = sqlite_url(home / DATABASE_NAME)
+    policy_file = Path(raw.get("policy", {}).get("file", POLICY_NAME))
+    try:
+        default_duration = parse_duration(str(grants.get("default_duration", "5m")))
+        lapse = parse_duration(str(grants.get("lapse_after", "15m")))
+    except ValueError as exc:
+        raise InvalidRequest(f"{config_path}: [grants] {exc}") from None
+    sensitive = grants.get("sensitive_arns", [])
+    if not isinstance(sensitive, list) or not all(isinstance(s, str) for s in sensitive):
+        raise InvalidRequest(f"{config_path}: [grants] sensitive_arns must be a list of strings")
+    return Settings(
+        home=home,
+        database_url=database_url,
+        policy_path=policy_file if policy_file.is_absolute() else home / policy_file,
+        control_listen=_listen(server.get("control_listen", "127.0.0.1:8751"), "control_listen"),
+        aws_listen=_listen(server.get("aws_listen", "127.0.0.1:8750"), "aws_listen"),
+        default_duration_seconds=default_duration,
+        lapse_seconds=lapse,
+        sensitive_arns=tuple(sensitive),
+        aws_region=str(aws.get("region", "us-east-1")),
+        aws_account_id=aws.get("account_id"),
+        upstream_endpoint=aws.get("upstream_endpoint"),
+        raw=raw,
+    )
+
+
+def parse_listen(value: str, name: str = "listen address") -> tuple[str, int]:
+    return _listen(value, name)

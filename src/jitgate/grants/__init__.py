@@ -1,0 +1,1 @@
+"""The grant lifecycle: request, decision, approval, credentials, expiry, revocation."""
