@@ -200,7 +200,7 @@ class GrantService:
                 raise Forbidden(f"agent {agent_name!r} is disabled")
             scope = build_scope(actions, resources, self.settings.sensitive_arns)
         except JitgateError as exc:
-            self._record_refusal(
+            self.record_refusal(
                 principal, agent_name, actions, resources, duration_seconds, exc, now
             )
             raise
@@ -210,7 +210,7 @@ class GrantService:
             principal, agent_name, scope, duration, clean_reason, decision, now
         )
 
-    def _record_refusal(
+    def record_refusal(
         self,
         principal: Principal,
         agent_name: str | None,
@@ -324,7 +324,8 @@ class GrantService:
             append(connection, now, events)
             row = connection.execute(select(grants).where(grants.c.id == grant_id)).one()
         grant = _grant(row)
-        return grant, self._credentials_for(grant)
+        # Credentials go only to the agent itself, never to an admin acting for it.
+        return grant, self._credentials_for(grant) if principal.is_agent else None
 
     @staticmethod
     def _activation(now: datetime, duration: int) -> dict[str, Any]:
