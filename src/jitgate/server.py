@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import boto3
 import uvicorn
+from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.api.app import create_control_app
+from jitgate.audit.batcher import AuditBatcher
 from jitgate.core import Jitgate
+from jitgate.gateway.app import AwsEndpoint
+from jitgate.gateway.lookup import GrantLookup
+from jitgate.gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,47 @@ async def sweep_forever(core: Jitgate, interval: float = SWEEP_INTERVAL_SECONDS)
         await asyncio.sleep(interval)
 
 
+def discover_account_id(
+    upstream_endpoint: str | None, credentials: BotoCredentials | None, region: str
+) -> str:
+    """The account jitgate's own identity belongs to (ARNs default to it)."""
+    kwargs: dict[str, object] = {"region_name": region}
+    if upstream_endpoint:
+        kwargs["endpoint_url"] = upstream_endpoint
+    if credentials is not None:
+        kwargs.update(
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
+            aws_session_token=credentials.token,
+        )
+    return str(boto3.client("sts", **kwargs).get_caller_identity()["Account"])  # type: ignore[call-overload]
+
+
+def build_aws_endpoint(
+    core: Jitgate,
+    *,
+    upstream_endpoint: str | None = None,
+    credentials: BotoCredentials | None = None,
+    account_id: str | None = None,
+) -> AwsEndpoint:
+    settings = core.settings
+    endpoint = upstream_endpoint or settings.upstream_endpoint
+    account = (
+        account_id
+        or settings.aws_account_id
+        or discover_account_id(endpoint, credentials, settings.aws_region)
+    )
+    return AwsEndpoint(
+        lookup=GrantLookup(core.db),
+        master_key=core.master_key,
+        batcher=AuditBatcher(core.db, core.clock),
+        upstream=Upstream(endpoint_override=endpoint, credentials=credentials),
+        clock=core.clock,
+        account_id=account,
+        gateway_hosts=("localhost", settings.aws_listen[0]),
+    )
+
+
 def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -47,15 +96,31 @@ def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Serv
     return server
 
 
+@dataclass
+class Listeners:
+    control: tuple[str, int]
+    aws: tuple[str, int] | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
 async def serve(
     core: Jitgate,
-    control: tuple[str, int],
+    listeners: Listeners,
     *,
-    extra: list[uvicorn.Server] | None = None,
+    endpoint: AwsEndpoint | None = None,
     ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    control_server = _server(create_control_app(core), *control)
-    servers = [control_server, *(extra or [])]
+    """Run the control plane (and the AWS endpoint when given) until stopped."""
+    servers = [_server(create_control_app(core), *listeners.control)]
+    if endpoint is not None and listeners.aws is not None:
+        tls = {}
+        if listeners.ssl_certfile:
+            tls = {"ssl_certfile": listeners.ssl_certfile, "ssl_keyfile": listeners.ssl_keyfile}
+        servers.append(_server(endpoint, *listeners.aws, **tls))
+        await endpoint.upstream.start()
+        endpoint.batcher.start()
     sweeper = asyncio.create_task(sweep_forever(core))
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     try:
@@ -65,10 +130,64 @@ async def serve(
             await asyncio.sleep(0.02)
         if ready is not None and all(s.started for s in servers):
             ready()
-        await asyncio.gather(*tasks)
+        if stop is not None:
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await asyncio.gather(*tasks)
     finally:
         for server in servers:
             server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        if endpoint is not None:
+            await endpoint.upstream.close()
+            await asyncio.to_thread(endpoint.batcher.stop)
+
+
+class ServerThread:
+    """Run a server in a background thread (the demo, the sandbox and tests use this)."""
+
+    def __init__(
+        self, core: Jitgate, listeners: Listeners, endpoint: AwsEndpoint | None = None
+    ) -> None:
+        self.core = core
+        self.listeners = listeners
+        self.endpoint = endpoint
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="jitgate-server", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await serve(
+                self.core,
+                self.listeners,
+                endpoint=self.endpoint,
+                ready=self._ready.set,
+                stop=self._stop,
+            )
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            self.error = exc
+            self._ready.set()
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"jitgate server did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)

@@ -118,11 +118,20 @@ def serve(
     aws_listen: Annotated[
         str | None, typer.Option("--aws-listen", help="HOST:PORT for the AWS endpoint.")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate for the AWS endpoint.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key for --tls-cert.")
+    ] = None,
 ) -> None:
     """Run the control plane and the AWS endpoint."""
     from jitgate.core import build
+    from jitgate.server import Listeners, build_aws_endpoint
     from jitgate.server import serve as serve_forever
 
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
     try:
         settings = load_settings()
         control = (
@@ -132,12 +141,36 @@ def serve(
         )
         aws = parse_listen(aws_listen, "--aws-listen") if aws_listen else settings.aws_listen
         core = build(settings)
+        endpoint = build_aws_endpoint(core)
     except JitgateError as exc:
         fail(exc.message)
+    except Exception as exc:  # noqa: BLE001 - e.g. no AWS credentials: say so in one line
+        fail(f"cannot start: {exc}")
+    scheme = "https" if tls_cert else "http"
     console.print(f"jitgate control plane on http://{control[0]}:{control[1]}")
-    del aws  # the AWS endpoint joins in the next step
+    console.print(
+        f"jitgate AWS endpoint on {scheme}://{aws[0]}:{aws[1]} (account {endpoint.account_id})"
+    )
+    listeners = Listeners(
+        control, aws, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(core, control))
+        asyncio.run(serve_forever(core, listeners, endpoint=endpoint))
+
+
+@app.command()
+def sandbox(
+    control_listen: Annotated[str, typer.Option("--control-listen")] = "127.0.0.1:8751",
+    aws_listen: Annotated[str, typer.Option("--aws-listen")] = "127.0.0.1:8750",
+) -> None:
+    """Run jitgate with an embedded moto server as its AWS, seeded with a reports bucket."""
+    from jitgate.sandbox.run import run_sandbox
+
+    run(
+        lambda: run_sandbox(
+            home_from_env(), parse_listen(control_listen), parse_listen(aws_listen), console
+        )
+    )
 
 
 # --- agents ---------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The AWS endpoint: verify, authorize, record, re-sign and forward every SDK call."""

@@ -1,0 +1,638 @@
+"""The AWS endpoint, as a plain ASGI application (no framework on the hot path).
+
+For every call: read the SigV4 claims -> find the grant -> verify the signature with the grant's
+secret -> check the grant is live -> identify the operation -> derive the (action, ARN) pairs ->
+check the grant covers every pair -> record "allowed" durably -> re-sign with jitgate's own
+identity -> forward, streaming both ways -> record the outcome. Anything that cannot be done
+exactly is refused, in the error shape the calling SDK expects, and recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+import aiohttp
+
+from jitgate.audit.batcher import AuditBatcher
+from jitgate.audit.log import NewEvent
+from jitgate.awsapi import sigv4
+from jitgate.awsapi.mapping import required_access
+from jitgate.awsapi.operations import identify, needs_body
+from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOperation
+from jitgate.clock import Clock
+from jitgate.errors import AuditUnavailable
+from jitgate.gateway.errors import AwsError, protocol_for, render
+from jitgate.gateway.lookup import GatewayGrant, GrantLookup
+from jitgate.gateway.upstream import Upstream
+from jitgate.grants.credentials import MasterKey
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BUFFERED_BODY = 20 * 1024 * 1024
+STREAM_CHUNK = 256 * 1024
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
+_PRESIGN_QUERY_KEYS = frozenset(
+    {
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+    }
+)
+_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "server", "date"})
+
+
+@dataclass
+class Call:
+    """What we know about one call as it goes through the checks (for the audit record)."""
+
+    request_id: str
+    method: str
+    raw_path: str
+    query: str
+    headers: dict[str, str]
+    service: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    grant: GatewayGrant | None = None
+    operation: Operation | None = None
+    access: list[Access] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def event_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "request_id": self.request_id,
+            "service": self.service,
+            "region": self.region,
+            "method": self.method,
+            "path": self.raw_path[:1024],
+        }
+        if self.access_key_id:
+            data["access_key_id"] = self.access_key_id
+        if self.operation is not None:
+            data["operation"] = self.operation.name
+        if self.access:
+            data["access"] = [{"action": a.action, "arn": a.arn} for a in self.access]
+        return data
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def _strip_presign(query: str) -> str:
+    if "X-Amz-" not in query:
+        return query
+    kept = [part for part in query.split("&") if part.split("=", 1)[0] not in _PRESIGN_QUERY_KEYS]
+    return "&".join(kept)
+
+
+class AwsEndpoint:
+    def __init__(
+        self,
+        *,
+        lookup: GrantLookup,
+        master_key: MasterKey,
+        batcher: AuditBatcher,
+        upstream: Upstream,
+        clock: Clock,
+        account_id: str,
+        gateway_hosts: tuple[str, ...] = ("localhost",),
+    ) -> None:
+        self.lookup = lookup
+        self.master_key = master_key
+        self.batcher = batcher
+        self.upstream = upstream
+        self.clock = clock
+        self.account_id = account_id
+        self.gateway_hosts = gateway_hosts
+        self.key_cache = sigv4.SigningKeyCache()
+        self.upstream_key_cache = sigv4.SigningKeyCache()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        call = Call(
+            request_id=uuid.uuid4().hex,
+            method=scope["method"],
+            raw_path=raw_path.decode("latin-1"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=_headers(scope),
+        )
+        try:
+            await self._handle(call, receive, send)
+        except AwsError as error:
+            await self._deny(call, error, send)
+        except AuditUnavailable as exc:
+            await self._send_error(call, AwsError("ServiceUnavailable", exc.message), send)
+        except Exception:
+            log.exception("unexpected failure on call %s", call.request_id)
+            await self._send_error(
+                call,
+                AwsError(
+                    "InternalError", "jitgate failed to handle the call; nothing was forwarded"
+                ),
+                send,
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.upstream.start()
+                self.batcher.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.upstream.close()
+                self.batcher.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- the checks ---------------------------------------------------------------------------
+    async def _handle(self, call: Call, receive: Receive, send: Send) -> None:
+        headers = call.headers
+        try:
+            parsed = sigv4.parse_auth(call.method, call.raw_path, call.query, headers)
+        except sigv4.SigV4Error as exc:
+            raise AwsError(exc.code, exc.message) from None
+        call.service, call.region, call.access_key_id = (
+            parsed.service,
+            parsed.region,
+            parsed.access_key_id,
+        )
+
+        grant = self.lookup.by_access_key(parsed.access_key_id)
+        if grant is None:
+            raise AwsError(
+                "InvalidAccessKeyId",
+                "The AWS Access Key Id you provided does not exist in our records.",
+            )
+        call.grant = grant
+        secret = self.master_key.secret_access_key(parsed.access_key_id, grant.id)
+
+        # S3 bodies stream (objects can be huge) and S3 declares their hash up front; other
+        # services' bodies are small and needed whole to verify the signature.
+        streamed = call.service == "s3"
+        body: bytes | None = None
+        if not streamed:
+            body = await _read_body(receive, MAX_BUFFERED_BODY)
+        now = self.clock.now()
+        try:
+            info = sigv4.verify(
+                parsed,
+                method=call.method,
+                raw_path=call.raw_path,
+                query=call.query,
+                headers=headers,
+                body=body,
+                secret_key=secret,
+                now=now,
+                key_cache=self.key_cache,
+            )
+        except sigv4.SigV4Error as exc:
+            raise AwsError(exc.code, exc.message) from None
+        token = info.security_token or ""
+        if not self.master_key.session_token_matches(token, parsed.access_key_id, grant.id):
+            raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
+        self._check_live(grant, now)
+
+        request = AwsRequest(
+            method=call.method,
+            raw_path=call.raw_path,
+            query=_strip_presign(call.query),
+            headers=headers,
+            body=body,
+            service=call.service,
+            region=call.region,
+            bucket_from_host=self._bucket_from_host(headers),
+        )
+        try:
+            operation = identify(request)
+            if body is None and needs_body(operation.service, operation.name):
+                body = await _read_body(receive, MAX_BUFFERED_BODY)
+                _check_buffered_hash(info, body)
+                request = _with_body(request, body)
+                operation = identify(request)
+            call.operation = operation
+            call.access = required_access(operation, account=self.account_id, region=call.region)
+        except UnsupportedOperation as exc:
+            raise AwsError("UnsupportedOperation", str(exc)) from None
+
+        for access in call.access:
+            if not grant.scope.allows(access.action, access.arn, access.match):
+                raise AwsError(
+                    "AccessDenied",
+                    f"grant {grant.id} does not allow {access.action} on {access.arn}",
+                )
+
+        data = call.event_data()
+        await self.batcher.record(
+            NewEvent(
+                "call.allowed",
+                f"agent:{grant.agent}",
+                agent=grant.agent,
+                grant_id=grant.id,
+                data=data,
+            )
+        )
+
+        if operation.service == "sts" and operation.name == "GetCallerIdentity":
+            await self._caller_identity(call, send)
+            return
+        await self._forward(call, request, info, body, receive, send)
+
+    def _check_live(self, grant: GatewayGrant, now: Any) -> None:
+        if grant.agent_disabled:
+            raise AwsError(
+                "AccessDenied", f"agent {grant.agent} is disabled; grant {grant.id} no longer works"
+            )
+        if grant.status == "pending":
+            raise AwsError("AccessDenied", f"grant {grant.id} is waiting for approval")
+        if grant.status == "revoked":
+            raise AwsError("AccessDenied", f"grant {grant.id} was revoked")
+        if grant.status in ("denied", "lapsed"):
+            raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
+        if grant.status == "expired" or grant.expires_at is None or now >= grant.expires_at:
+            raise AwsError(
+                "ExpiredToken",
+                f"The security token included in the request is expired (grant {grant.id})",
+            )
+        if grant.status != "active":
+            raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
+
+    def _bucket_from_host(self, headers: dict[str, str]) -> str | None:
+        host = headers.get("host", "").rsplit(":", 1)[0].lower()
+        for gateway_host in self.gateway_hosts:
+            suffix = "." + gateway_host
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return host[: -len(suffix)]
+        return None
+
+    # --- outcomes -----------------------------------------------------------------------------
+    async def _deny(self, call: Call, error: AwsError, send: Send) -> None:
+        grant = call.grant
+        data = call.event_data()
+        data.update(code=error.code, message=error.message)
+        event = NewEvent(
+            "call.denied",
+            f"agent:{grant.agent}" if grant else "anonymous",
+            agent=grant.agent if grant else None,
+            grant_id=grant.id if grant else None,
+            data=data,
+        )
+        try:
+            await self.batcher.record(event)
+        except AuditUnavailable as exc:
+            error = AwsError("ServiceUnavailable", exc.message)
+        await self._send_error(call, error, send)
+
+    async def _send_error(self, call: Call, error: AwsError, send: Send) -> None:
+        protocol = protocol_for(call.service or _guess_service(call), call.headers)
+        status, headers, body = render(
+            error, protocol, call.request_id, service=call.service, head=call.method == "HEAD"
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _caller_identity(self, call: Call, send: Send) -> None:
+        grant = call.grant
+        assert grant is not None
+        arn = f"arn:aws:sts::{self.account_id}:assumed-role/jitgate-agent/{grant.agent}"
+        body = (
+            '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            f"<GetCallerIdentityResult><Arn>{escape(arn)}</Arn>"
+            f"<UserId>{escape(call.access_key_id)}:{escape(grant.agent)}</UserId>"
+            f"<Account>{self.account_id}</Account></GetCallerIdentityResult>"
+            f"<ResponseMetadata><RequestId>{call.request_id}</RequestId></ResponseMetadata>"
+            "</GetCallerIdentityResponse>"
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/xml"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self._record_outcome(call, 200, 0, len(body), call.request_id)
+
+    def _record_outcome(
+        self,
+        call: Call,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        upstream_id: str | None,
+        error: str | None = None,
+    ) -> None:
+        grant = call.grant
+        assert grant is not None
+        data = {
+            "request_id": call.request_id,
+            "operation": call.operation.name if call.operation else "",
+            "service": call.service,
+            "status": status,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            "upstream_request_id": upstream_id,
+        }
+        if error:
+            data["error"] = error
+        self.batcher.record_nowait(
+            NewEvent(
+                "call.completed",
+                f"agent:{grant.agent}",
+                agent=grant.agent,
+                grant_id=grant.id,
+                data=data,
+            )
+        )
+
+    # --- forwarding ---------------------------------------------------------------------------
+    async def _forward(
+        self,
+        call: Call,
+        request: AwsRequest,
+        info: sigv4.SignedRequestInfo,
+        body: bytes | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        assert self.upstream.session is not None, "upstream not started"
+        headers = call.headers
+        destination = self.upstream.destination(call.service, call.region)
+        raw_path = call.raw_path
+        if request.bucket_from_host:
+            raw_path = "/" + request.bucket_from_host + raw_path
+        query = request.query
+        out: dict[str, str] = {
+            k: v
+            for k, v in headers.items()
+            if k not in _HOP_BY_HOP and k not in sigv4.SIGNER_OWNED_HEADERS
+        }
+        payload_hash = info.payload_hash
+        counter = _Counter()
+        data: Any
+        if body is not None:
+            data = body
+            out["content-length"] = str(len(body))
+            counter.bytes = len(body)
+            if call.service != "s3":
+                payload_hash = hashlib.sha256(body).hexdigest()
+        else:
+            source = _receive_stream(receive, counter)
+            if payload_hash in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER):
+                try:
+                    decoder = sigv4.ChunkedPayloadDecoder.for_request(info, headers)
+                except sigv4.SigV4Error as exc:
+                    raise AwsError(exc.code, exc.message) from None
+                source = _decoded(source, decoder)
+                out["content-length"] = headers.get("x-amz-decoded-content-length", "0")
+                out.pop("x-amz-decoded-content-length", None)
+                out.pop("x-amz-trailer", None)
+                encoding = [
+                    e.strip()
+                    for e in out.pop("content-encoding", "").split(",")
+                    if e.strip() and e.strip() != "aws-chunked"
+                ]
+                if encoding:
+                    out["content-encoding"] = ",".join(encoding)
+                payload_hash = sigv4.UNSIGNED_PAYLOAD
+            elif (
+                payload_hash not in (sigv4.UNSIGNED_PAYLOAD, sigv4.STREAMING_UNSIGNED_TRAILER)
+                and info.presigned is False
+            ):
+                source = _hash_checked(source, payload_hash)
+                if "content-length" in headers:
+                    out["content-length"] = headers["content-length"]
+            elif "content-length" in headers:
+                out["content-length"] = headers["content-length"]
+            if info.presigned and payload_hash not in (sigv4.UNSIGNED_PAYLOAD,):
+                payload_hash = sigv4.UNSIGNED_PAYLOAD
+            length = out.get("content-length")
+            data = source if (length and length != "0") or "transfer-encoding" in headers else None
+            if data is None:
+                out["content-length"] = "0"
+        out["host"] = destination.host
+        identity = self.upstream.identity()
+        signed = sigv4.sign_headers(
+            method=call.method,
+            raw_path=destination.base_path + raw_path,
+            query=query,
+            headers=out,
+            payload_hash=payload_hash,
+            access_key=identity.access_key,
+            secret_key=identity.secret_key,
+            session_token=identity.token,
+            region=call.region,
+            service=call.service,
+            now=self.clock.now(),
+            key_cache=self.upstream_key_cache,
+        )
+        out.update(signed)
+        out.pop("host")
+        url = destination.url(raw_path, query)
+        started = False
+        try:
+            async with self.upstream.session.request(
+                call.method,
+                aiohttp.client.URL(url, encoded=True),
+                headers=out,
+                data=data,
+                allow_redirects=False,
+            ) as response:
+                response_headers = [
+                    (name.lower(), value)
+                    for name, value in response.raw_headers
+                    if name.lower().decode("latin-1") not in _RESPONSE_DROP
+                ]
+                started = True
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": response_headers,
+                    }
+                )
+                sent = 0
+                async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                    sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                upstream_id = response.headers.get("x-amz-request-id") or response.headers.get(
+                    "x-amzn-requestid"
+                )
+                self._record_outcome(call, response.status, counter.bytes, sent, upstream_id)
+        except _BodyRejected as exc:
+            self._record_outcome(call, 400, counter.bytes, 0, None, exc.error.message)
+            raise exc.error from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if started:
+                log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
+                self._record_outcome(
+                    call, 502, counter.bytes, 0, None, f"upstream failed mid-response: {exc}"
+                )
+                return
+            self._record_outcome(call, 502, counter.bytes, 0, None, f"upstream failed: {exc}")
+            raise AwsError(
+                "ServiceUnavailable", "the upstream AWS endpoint could not be reached"
+            ) from None
+
+
+# --- body helpers -------------------------------------------------------------------------------
+class _Counter:
+    bytes = 0
+
+
+class _BodyRejected(Exception):
+    def __init__(self, error: AwsError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AwsError(
+                "IncompleteBody", "the client disconnected before sending the whole body"
+            )
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise AwsError("EntityTooLarge", f"request body is larger than {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _receive_stream(receive: Receive, counter: _Counter) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _BodyRejected(AwsError("IncompleteBody", "the client disconnected mid-body"))
+        chunk = message.get("body", b"")
+        counter.bytes += len(chunk)
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _hash_checked(source: AsyncIterator[bytes], expected: str) -> AsyncIterator[bytes]:
+    """Pass the body through, holding back one piece until its SHA-256 is known to match.
+
+    On a mismatch the upstream request is aborted before its last bytes, so it never completes.
+    """
+    digest = hashlib.sha256()
+    held: bytes | None = None
+    async for chunk in source:
+        digest.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if not hmac.compare_digest(digest.hexdigest(), expected.lower()):
+        raise _BodyRejected(
+            AwsError(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        )
+    if held is not None:
+        yield held
+
+
+async def _decoded(
+    source: AsyncIterator[bytes], decoder: sigv4.ChunkedPayloadDecoder
+) -> AsyncIterator[bytes]:
+    """Decode (and verify, chunk by chunk) an aws-chunked body; a bad chunk aborts the call."""
+    try:
+        async for chunk in source:
+            out = decoder.feed(chunk)
+            if out:
+                yield out
+        decoder.finish()
+    except sigv4.SigV4Error as exc:
+        raise _BodyRejected(AwsError(exc.code, exc.message)) from None
+
+
+def _check_buffered_hash(info: sigv4.SignedRequestInfo, body: bytes) -> None:
+    declared = info.payload_hash
+    if len(declared) == 64 and not hmac.compare_digest(
+        hashlib.sha256(body).hexdigest(), declared.lower()
+    ):
+        raise AwsError(
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
+    if declared.startswith("STREAMING-"):
+        raise AwsError(
+            "InvalidRequest", "this operation's body must not be sent aws-chunked through jitgate"
+        )
+
+
+def _with_body(request: AwsRequest, body: bytes) -> AwsRequest:
+    return AwsRequest(
+        request.method,
+        request.raw_path,
+        request.query,
+        request.headers,
+        body,
+        request.service,
+        request.region,
+        request.bucket_from_host,
+    )
+
+
+def _guess_service(call: Call) -> str:
+    credential = call.headers.get("authorization", "")
+    marker = "Credential="
+    if marker in credential:
+        parts = credential.split(marker, 1)[1].split(",", 1)[0].split("/")
+        if len(parts) >= 4:
+            return parts[3]
+    return "s3" if "x-amz-content-sha256" in call.headers else ""

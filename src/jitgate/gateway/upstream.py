@@ -1,0 +1,89 @@
+"""Where jitgate sends a call, and with which identity.
+
+The agent never chooses the destination: it is either the override from jitgate's own settings
+(sandbox, tests) or the service's regional AWS endpoint, built from a region that has already
+been checked against a strict pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import botocore.session
+from botocore.credentials import Credentials as BotoCredentials
+
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
+
+
+@dataclass(frozen=True)
+class Destination:
+    scheme: str
+    host: str  # host[:port] as sent in the Host header
+    base_path: str  # path prefix of an override endpoint ("" normally)
+
+    def url(self, raw_path: str, query: str) -> str:
+        return f"{self.scheme}://{self.host}{self.base_path}{raw_path}" + (
+            f"?{query}" if query else ""
+        )
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class Upstream:
+    def __init__(
+        self,
+        *,
+        endpoint_override: str | None = None,
+        credentials: BotoCredentials | None = None,
+        pool_size: int = 256,
+    ) -> None:
+        self._override: Destination | None = None
+        if endpoint_override:
+            parts = urlsplit(endpoint_override)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"upstream endpoint {endpoint_override!r} is not an http(s) URL")
+            self._override = Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"))
+        self._credentials = credentials or botocore.session.get_session().get_credentials()
+        self._pool_size = pool_size
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=60
+            )
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+            )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def destination(self, service: str, region: str) -> Destination:
+        if self._override is not None:
+            return self._override
+        if not _REGION.fullmatch(region):
+            raise ValueError(f"invalid region {region!r}")
+        suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+        return Destination("https", f"{service}.{region}.{suffix}", "")
+
+    def identity(self) -> SigningIdentity:
+        if self._credentials is None:
+            raise RuntimeError(
+                "jitgate has no AWS credentials of its own (botocore credential chain is empty)"
+            )
+        frozen = self._credentials.get_frozen_credentials()
+        return SigningIdentity(frozen.access_key, frozen.secret_key, frozen.token)
