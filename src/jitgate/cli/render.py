@@ -107,20 +107,44 @@ def calls_table(calls: list[dict[str, Any]]) -> Table:
     return table
 
 
+def summarize(event: dict[str, Any]) -> str:
+    """One readable line for an audit event."""
+    data = event.get("data", {})
+    kind = event["type"]
+    if kind.startswith("call."):
+        pairs = ", ".join(f"{p['action']} {p['arn']}" for p in data.get("access", []))
+        if kind == "call.completed":
+            return f"{data.get('operation', '')} -> HTTP {data.get('status')} ({data.get('bytes_out', 0)} bytes, {data.get('duration_ms', 0)} ms)"
+        if kind == "call.denied":
+            return f"{data.get('operation', data.get('method', ''))}: {data.get('code')}: {data.get('message', '')}"
+        return f"{data.get('operation', '')}: {pairs}"
+    if kind == "grant.requested":
+        return f"{', '.join(data.get('actions', []))} on {', '.join(data.get('resources', []))} for {data.get('duration_seconds')}s: {data.get('reason', '')}"
+    if kind == "grant.decided":
+        return f"route {data.get('route')} by {', '.join(data.get('policies', [])) or 'no policy'}"
+    if kind == "grant.refused":
+        return str(data.get("message", ""))
+    if kind == "grant.activated":
+        return f"credentials {data.get('access_key_id')} until {data.get('expires_at')}"
+    if kind == "grant.denied":
+        return "; ".join(data.get("reasons", [])) or str(data.get("comment", ""))
+    details = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {}))
+    return details
+
+
 def events_table(events: list[dict[str, Any]]) -> Table:
-    table = Table("seq", "time", "type", "actor", "agent", "grant", "details", title="audit")
+    table = Table(title="audit")
+    for name in ("seq", "time", "event", "actor", "grant"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("what", ratio=1)
     for event in events:
-        details = ", ".join(
-            f"{k}={v}" for k, v in event["data"].items() if v not in (None, "", [], {})
-        )
         table.add_row(
             str(event["seq"]),
-            event["ts"],
+            event["ts"][11:23],
             event["type"],
             event["actor"],
-            event.get("agent") or "",
-            event.get("grant_id") or "",
-            details[:160],
+            (event.get("grant_id") or "")[:11],
+            summarize(event),
         )
     return table
 

@@ -252,7 +252,8 @@ class AwsEndpoint:
                 request = _with_body(request, body)
                 operation = identify(request)
             call.operation = operation
-            call.access = required_access(operation, account=self.account_id, region=call.region)
+            if not _answered_locally(operation):
+                call.access = required_access(operation, account=self.account_id, region=call.region)
         except UnsupportedOperation as exc:
             raise AwsError("UnsupportedOperation", str(exc)) from None
 
@@ -274,7 +275,7 @@ class AwsEndpoint:
             )
         )
 
-        if operation.service == "sts" and operation.name == "GetCallerIdentity":
+        if _answered_locally(operation):
             await self._caller_identity(call, send)
             return
         await self._forward(call, request, info, body, receive, send)
@@ -626,6 +627,11 @@ def _with_body(request: AwsRequest, body: bytes) -> AwsRequest:
         request.region,
         request.bucket_from_host,
     )
+
+
+def _answered_locally(operation: Operation) -> bool:
+    """sts:GetCallerIdentity needs no scope: jitgate answers with the grant's identity."""
+    return operation.service == "sts" and operation.name == "GetCallerIdentity"
 
 
 def _guess_service(call: Call) -> str:

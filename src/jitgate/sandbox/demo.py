@@ -30,7 +30,7 @@ from jitgate.server import Listeners, ServerThread, build_aws_endpoint
 GRANT_SECONDS = 15  # five minutes in real use; short here so you can watch it expire
 OBJECT_ARN = "arn:aws:s3:::reports/2026/q3.csv"
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 class DemoFailed(Exception):
