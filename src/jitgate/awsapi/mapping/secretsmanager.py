@@ -1,0 +1,215 @@
+"""AWS Secrets Manager: operation -> (IAM action, resource ARN) pairs.
+
+Resource, per the IAM service authorization reference:
+  Secret  arn:{p}:secretsmanager:{region}:{account}:secret:{SecretId}
+
+A secret's ARN is its name plus "-" and six random characters. ``SecretId`` may be:
+- a full ARN (with the suffix) or a partial ARN (without it): used as given;
+- a bare name: ``arn:{p}:secretsmanager:{region}:{account}:secret:{name}`` with
+  ``match="secret-name"``, since the suffix is unknown (the grant matcher compares it with
+  name-only grants and ``NAME-??????`` grants).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from jitgate.awsapi.mapping.context import MappingContext
+from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+
+_PREFIX = "secretsmanager"
+
+_PARTITION = r"aws(?:-[a-z]+)*"
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_SECRET_NAME = r"[A-Za-z0-9/_+=.@\-]{1,512}"
+_SECRET_NAME_RE = re.compile(_SECRET_NAME)
+_SECRET_ARN_RE = re.compile(
+    rf"arn:{_PARTITION}:secretsmanager:{_REGION}:\d{{12}}:secret:"
+    rf"{_SECRET_NAME}"
+)
+_KMS_KEY_ID_RE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|mrk-[0-9a-f]{32}"
+)
+_KMS_KEY_ARN_RE = re.compile(
+    rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:key/"
+    rf"(?:{_KMS_KEY_ID_RE.pattern})"
+)
+_LAMBDA_ARN_RE = re.compile(
+    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:"
+    r"[A-Za-z0-9_\-]{1,64}(?::[A-Za-z0-9$_\-]{1,128})?"
+)
+_ROLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+
+_Rule = Callable[[Operation, MappingContext], list[Access]]
+
+
+def _refuse(op: Operation, why: str) -> NoReturn:
+    raise UnsupportedOperation(f"secretsmanager {op.name}: {why}")
+
+
+def _param(op: Operation, key: str, *, required: bool = True) -> Any:
+    value = op.params.get(key)
+    if value is None and required:
+        _refuse(op, f"the request has no {key}")
+    return value
+
+
+def _dedupe(accesses: Iterable[Access]) -> list[Access]:
+    return list(dict.fromkeys(accesses))
+
+
+def _secret(
+    op: Operation, ctx: MappingContext, action: str, value: Any, key: str = "SecretId"
+) -> Access:
+    """The access ``action`` needs on the secret a SecretId (name or ARN) names."""
+    if isinstance(value, str) and value.startswith("arn:"):
+        if not _SECRET_ARN_RE.fullmatch(value):
+            _refuse(op, f"{key} {value!r} is not a secret ARN")
+        return Access(action, value)
+    if not isinstance(value, str) or not _SECRET_NAME_RE.fullmatch(value):
+        _refuse(op, f"{key} {value!r} is not a valid secret name")
+    arn = f"arn:{ctx.partition}:secretsmanager:{ctx.region}:{ctx.account}:secret:{value}"
+    return Access(action, arn, match="secret-name")
+
+
+def _kms_accesses(op: Operation, ctx: MappingContext, actions: tuple[str, ...]) -> list[Access]:
+    """Using a customer managed key (KmsKeyId) also needs KMS permissions on that key."""
+    value = op.params.get("KmsKeyId")
+    if value is None:
+        return []
+    if isinstance(value, str) and _KMS_KEY_ARN_RE.fullmatch(value):
+        key = value
+    elif isinstance(value, str) and _KMS_KEY_ID_RE.fullmatch(value):
+        key = f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{value}"
+    else:
+        _refuse(
+            op,
+            f"KmsKeyId {value!r} is not a KMS key id or key ARN (an alias does not "
+            "name its key exactly)",
+        )
+    return [Access(action, key) for action in actions]
+
+
+def _on_secret(action: str | None = None) -> _Rule:
+    """``action`` (default ``secretsmanager:<OperationName>``) on the secret SecretId names."""
+
+    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
+        name = action or f"{_PREFIX}:{op.name}"
+        return [_secret(op, ctx, name, _param(op, "SecretId"))]
+
+    return rule
+
+
+def _on_star(op: Operation, ctx: MappingContext) -> list[Access]:
+    return [Access(f"{_PREFIX}:{op.name}", "*")]
+
+
+def _create_secret(op: Operation, ctx: MappingContext) -> list[Access]:
+    if op.params.get("CrossAccountPrimaryARN") is not None:
+        _refuse(
+            op, "a cross-account replica involves a secret in another account, which is not mapped"
+        )
+    secret = _secret(op, ctx, "secretsmanager:CreateSecret", _param(op, "Name"), "Name")
+    if secret.match != "secret-name":
+        _refuse(op, "Name must be a secret name, not an ARN")
+    out = [secret]
+    if op.params.get("Tags"):
+        out.append(Access("secretsmanager:TagResource", secret.arn, secret.match))
+    if op.params.get("AddReplicaRegions"):
+        out.append(Access("secretsmanager:ReplicateSecretToRegions", secret.arn, secret.match))
+    out += _kms_accesses(op, ctx, ("kms:GenerateDataKey", "kms:Decrypt"))
+    return out
+
+
+def _update_secret(op: Operation, ctx: MappingContext) -> list[Access]:
+    out = [_secret(op, ctx, "secretsmanager:UpdateSecret", _param(op, "SecretId"))]
+    out += _kms_accesses(op, ctx, ("kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"))
+    return out
+
+
+def _rotate_secret(op: Operation, ctx: MappingContext) -> list[Access]:
+    out = [_secret(op, ctx, "secretsmanager:RotateSecret", _param(op, "SecretId"))]
+    function = op.params.get("RotationLambdaARN")
+    if function is not None:
+        if not isinstance(function, str) or not _LAMBDA_ARN_RE.fullmatch(function):
+            _refuse(op, f"RotationLambdaARN {function!r} is not a Lambda function ARN")
+        out.append(Access("lambda:InvokeFunction", function))
+    role = op.params.get("ExternalSecretRotationRoleArn")
+    if role is not None:
+        if not isinstance(role, str) or not _ROLE_ARN_RE.fullmatch(role):
+            _refuse(op, f"ExternalSecretRotationRoleArn {role!r} is not an IAM role ARN")
+        out.append(Access("iam:PassRole", role))
+    return out
+
+
+def _batch_get_secret_value(op: Operation, ctx: MappingContext) -> list[Access]:
+    if op.params.get("Filters"):
+        _refuse(
+            op,
+            "Filters select secrets by their attributes, so the secrets read cannot be "
+            "known exactly",
+        )
+    ids = _param(op, "SecretIdList")
+    if not isinstance(ids, list) or not ids:
+        _refuse(op, "SecretIdList must name at least one secret")
+    out = [Access("secretsmanager:BatchGetSecretValue", "*")]
+    out += [
+        _secret(op, ctx, "secretsmanager:GetSecretValue", sid, "SecretIdList entry") for sid in ids
+    ]
+    return out
+
+
+_RULES: dict[str, _Rule] = {
+    "GetSecretValue": _on_secret(),
+    "BatchGetSecretValue": _batch_get_secret_value,
+    "DescribeSecret": _on_secret(),
+    "ListSecretVersionIds": _on_secret(),
+    "ListSecrets": _on_star,
+    "GetRandomPassword": _on_star,
+    "CreateSecret": _create_secret,
+    "PutSecretValue": _on_secret(),
+    "UpdateSecret": _update_secret,
+    "UpdateSecretVersionStage": _on_secret(),
+    "DeleteSecret": _on_secret(),
+    "RestoreSecret": _on_secret(),
+    "RotateSecret": _rotate_secret,
+    "CancelRotateSecret": _on_secret(),
+    "TagResource": _on_secret(),
+    "UntagResource": _on_secret(),
+    "GetResourcePolicy": _on_secret(),
+    "PutResourcePolicy": _on_secret(),
+    "DeleteResourcePolicy": _on_secret(),
+    "ValidateResourcePolicy": _on_secret(),
+    "ReplicateSecretToRegions": _on_secret(),
+    "RemoveRegionsFromReplication": _on_secret(),
+    "StopReplicationToReplica": _on_secret(),
+}
+
+_NOT_IN_IAM = "the IAM reference does not list this operation, so it cannot be mapped exactly"
+
+_REFUSED: dict[str, str] = {
+    "AssociateCrossAccountReplica": _NOT_IN_IAM,
+    "DisassociateCrossAccountReplica": _NOT_IN_IAM,
+    "ListResourcePolicies": _NOT_IN_IAM,
+}
+
+SUPPORTED: frozenset[str] = frozenset(_RULES)
+
+
+def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
+    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
+    rule = _RULES.get(op.name)
+    if rule is None:
+        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
+        raise UnsupportedOperation(f"secretsmanager {op.name}: {reason}")
+    try:
+        return _dedupe(rule(op, ctx))
+    except UnsupportedOperation:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise UnsupportedOperation(
+            f"secretsmanager {op.name}: the request parameters could not be understood"
+        ) from exc

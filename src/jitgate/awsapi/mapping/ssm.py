@@ -1,0 +1,197 @@
+"""AWS Systems Manager, Parameter Store only: operation -> (IAM action, resource ARN) pairs.
+
+Resource, per the IAM service authorization reference:
+  parameter  arn:{p}:ssm:{region}:{account}:parameter/{ParameterNameWithoutLeadingSlash}
+
+"/a/b" -> ``parameter/a/b``; "name" -> ``parameter/name``; a full parameter ARN is used as
+given. GetParameter and GetParameters accept a version or label selector ("name:3",
+"name:label"); IAM checks the parameter itself, so the selector is dropped. AWS public
+parameters ("/aws/service/...") belong to no account: their ARNs have an empty account field.
+Every other Systems Manager API (Run Command, sessions, documents, automation, ...) is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from jitgate.awsapi.mapping.context import MappingContext
+from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+
+_PREFIX = "ssm"
+
+_PARTITION = r"aws(?:-[a-z]+)*"
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+# A parameter name: one segment, or a hierarchy that starts with "/". Up to 2048 characters.
+_NAME = r"(?:[A-Za-z0-9_.\-]+|(?:/[A-Za-z0-9_.\-]+)+)"
+_NAME_RE = re.compile(_NAME)
+_SELECTOR = r"(?::[A-Za-z0-9_.\-]{1,100})?"
+_NAME_WITH_SELECTOR_RE = re.compile(rf"(?P<name>{_NAME}){_SELECTOR}")
+_ARN_RE = re.compile(
+    rf"(?P<arn>arn:{_PARTITION}:ssm:{_REGION}:(?:\d{{12}})?:parameter/"
+    rf"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*)"
+)
+_ARN_WITH_SELECTOR_RE = re.compile(rf"{_ARN_RE.pattern}{_SELECTOR}")
+_PATH_RE = re.compile(r"/|(?:/[A-Za-z0-9_.\-]+)+/?")
+_KMS_KEY_ID_RE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
+)
+_KMS_KEY_ARN_RE = re.compile(
+    rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:key/(?:{_KMS_KEY_ID_RE.pattern})"
+)
+_MAX_NAME = 2048
+_PUBLIC_PREFIX = "/aws/service/"
+_SECRETS_PREFIX = "/aws/reference/secretsmanager/"
+
+_Rule = Callable[[Operation, MappingContext], list[Access]]
+_Arns = Callable[[Operation, MappingContext], list[str]]
+
+_ONLY_PARAMETER_STORE = "only Parameter Store operations are supported"
+
+
+def _refuse(op: Operation, why: str) -> NoReturn:
+    raise UnsupportedOperation(f"ssm {op.name}: {why}")
+
+
+def _param(op: Operation, key: str, *, required: bool = True) -> Any:
+    value = op.params.get(key)
+    if value is None and required:
+        _refuse(op, f"the request has no {key}")
+    return value
+
+
+def _dedupe(accesses: Iterable[Access]) -> list[Access]:
+    return list(dict.fromkeys(accesses))
+
+
+def _parameter_arn(
+    op: Operation, ctx: MappingContext, value: Any, key: str, *, selector: bool
+) -> str:
+    """A parameter name or ARN (with a version/label selector when ``selector``) -> its ARN."""
+    if not isinstance(value, str) or len(value) > _MAX_NAME + 200:
+        _refuse(op, f"{key} {value!r} is not a parameter name")
+    if value.startswith("arn:"):
+        match = (_ARN_WITH_SELECTOR_RE if selector else _ARN_RE).fullmatch(value)
+        if match is None:
+            _refuse(op, f"{key} {value!r} is not a parameter ARN")
+        return match.group("arn")
+    match = (_NAME_WITH_SELECTOR_RE if selector else _NAME_RE).fullmatch(value)
+    if match is None:
+        _refuse(op, f"{key} {value!r} is not a valid parameter name")
+    name = match.group("name") if selector else value
+    if name.startswith(_SECRETS_PREFIX):
+        _refuse(
+            op,
+            f"{key} {name!r} reads a Secrets Manager secret through Parameter Store, which "
+            "is not mapped",
+        )
+    account = "" if name.startswith(_PUBLIC_PREFIX) else ctx.account
+    return f"arn:{ctx.partition}:ssm:{ctx.region}:{account}:parameter/{name.removeprefix('/')}"
+
+
+def _name(selector: bool = False) -> _Arns:
+    def arns(op: Operation, ctx: MappingContext) -> list[str]:
+        return [_parameter_arn(op, ctx, _param(op, "Name"), "Name", selector=selector)]
+
+    return arns
+
+
+def _names(selector: bool = False) -> _Arns:
+    def arns(op: Operation, ctx: MappingContext) -> list[str]:
+        names = _param(op, "Names")
+        if not isinstance(names, list) or not names:
+            _refuse(op, "Names must list at least one parameter")
+        return [_parameter_arn(op, ctx, n, "Names entry", selector=selector) for n in names]
+
+    return arns
+
+
+def _path(op: Operation, ctx: MappingContext) -> list[str]:
+    path = _param(op, "Path")
+    if not isinstance(path, str) or len(path) > _MAX_NAME or not _PATH_RE.fullmatch(path):
+        _refuse(op, f"Path {path!r} is not a parameter hierarchy")
+    if path == "/":
+        _refuse(op, "Path '/' covers every parameter, which has no exact IAM resource")
+    if path.startswith(_SECRETS_PREFIX.rstrip("/")):
+        _refuse(op, f"Path {path!r} reads Secrets Manager secrets, which is not mapped")
+    account = "" if path.startswith(_PUBLIC_PREFIX) else ctx.account
+    return [f"arn:{ctx.partition}:ssm:{ctx.region}:{account}:parameter/{path[1:]}"]
+
+
+def _tagged_parameter(op: Operation, ctx: MappingContext) -> list[str]:
+    if op.params.get("ResourceType") != "Parameter":
+        _refuse(op, f"{_ONLY_PARAMETER_STORE} (ResourceType must be Parameter)")
+    return [_parameter_arn(op, ctx, _param(op, "ResourceId"), "ResourceId", selector=False)]
+
+
+def _star(op: Operation, ctx: MappingContext) -> list[str]:
+    return ["*"]
+
+
+def _on(arns: _Arns, action: str | None = None) -> _Rule:
+    """``action`` (default ``ssm:<OperationName>``) on every ARN ``arns`` yields."""
+
+    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
+        name = action or f"{_PREFIX}:{op.name}"
+        return [Access(name, arn) for arn in arns(op, ctx)]
+
+    return rule
+
+
+def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
+    parameter = _name()(op, ctx)[0]
+    if parameter.split(":")[4] == "":
+        _refuse(op, "AWS public parameters cannot be written")
+    out = [Access("ssm:PutParameter", parameter)]
+    if op.params.get("Tags"):
+        out.append(Access("ssm:AddTagsToResource", parameter))
+    key = op.params.get("KeyId")
+    if key is not None:
+        # A SecureString under a customer managed key is encrypted with the caller's rights.
+        if isinstance(key, str) and _KMS_KEY_ARN_RE.fullmatch(key):
+            key_arn = key
+        elif isinstance(key, str) and _KMS_KEY_ID_RE.fullmatch(key):
+            key_arn = f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{key}"
+        else:
+            _refuse(
+                op,
+                f"KeyId {key!r} is not a KMS key id or key ARN (an alias does not name its "
+                "key exactly)",
+            )
+        out.append(Access("kms:Encrypt", key_arn))
+    return out
+
+
+_RULES: dict[str, _Rule] = {
+    "GetParameter": _on(_name(selector=True)),
+    "GetParameters": _on(_names(selector=True)),
+    "GetParameterHistory": _on(_name()),
+    "GetParametersByPath": _on(_path),
+    "DescribeParameters": _on(_star),
+    "PutParameter": _put_parameter,
+    "DeleteParameter": _on(_name()),
+    "DeleteParameters": _on(_names()),
+    "LabelParameterVersion": _on(_name()),
+    "UnlabelParameterVersion": _on(_name()),
+    "AddTagsToResource": _on(_tagged_parameter),
+    "RemoveTagsFromResource": _on(_tagged_parameter),
+    "ListTagsForResource": _on(_tagged_parameter),
+}
+
+SUPPORTED: frozenset[str] = frozenset(_RULES)
+
+
+def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
+    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
+    rule = _RULES.get(op.name)
+    if rule is None:
+        raise UnsupportedOperation(f"ssm {op.name}: {_ONLY_PARAMETER_STORE}")
+    try:
+        return _dedupe(rule(op, ctx))
+    except UnsupportedOperation:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise UnsupportedOperation(
+            f"ssm {op.name}: the request parameters could not be understood"
+        ) from exc
