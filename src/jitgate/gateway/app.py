@@ -109,7 +109,7 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
+        value = raw_value.decode("utf-8", "surrogateescape")  # botocore sends UTF-8 values
         out[name] = f"{out[name]},{value}" if name in out else value
     return out
 
@@ -253,7 +253,9 @@ class AwsEndpoint:
                 operation = identify(request)
             call.operation = operation
             if not _answered_locally(operation):
-                call.access = required_access(operation, account=self.account_id, region=call.region)
+                call.access = required_access(
+                    operation, account=self.account_id, region=call.region
+                )
         except UnsupportedOperation as exc:
             raise AwsError("UnsupportedOperation", str(exc)) from None
 
@@ -408,10 +410,16 @@ class AwsEndpoint:
         if request.bucket_from_host:
             raw_path = "/" + request.bucket_from_host + raw_path
         query = request.query
+        # Forward what the agent signed, plus ordinary content headers. An unsigned x-amz-*
+        # header could have been added by anyone holding a presigned URL, and could change
+        # what the upstream does (x-amz-copy-source, x-amz-acl, ...), so it is dropped.
+        signed_names = set(info.signed_headers)
         out: dict[str, str] = {
             k: v
             for k, v in headers.items()
-            if k not in _HOP_BY_HOP and k not in sigv4.SIGNER_OWNED_HEADERS
+            if k not in _HOP_BY_HOP
+            and k not in sigv4.SIGNER_OWNED_HEADERS
+            and (k in signed_names or not k.startswith("x-amz-"))
         }
         payload_hash = info.payload_hash
         counter = _Counter()
