@@ -234,6 +234,14 @@ class AwsEndpoint:
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         self._check_live(grant, now)
 
+        # From here on only what the agent signed counts: an unsigned x-amz-* header could have
+        # been added by anyone holding a presigned URL and could change what the upstream does
+        # (x-amz-copy-source, x-amz-acl, ...), so it is neither identified nor forwarded.
+        signed_names = set(info.signed_headers)
+        headers = {
+            k: v for k, v in headers.items() if k in signed_names or not k.startswith("x-amz-")
+        }
+        call.headers = headers
         request = AwsRequest(
             method=call.method,
             raw_path=call.raw_path,
@@ -410,16 +418,10 @@ class AwsEndpoint:
         if request.bucket_from_host:
             raw_path = "/" + request.bucket_from_host + raw_path
         query = request.query
-        # Forward what the agent signed, plus ordinary content headers. An unsigned x-amz-*
-        # header could have been added by anyone holding a presigned URL, and could change
-        # what the upstream does (x-amz-copy-source, x-amz-acl, ...), so it is dropped.
-        signed_names = set(info.signed_headers)
         out: dict[str, str] = {
             k: v
             for k, v in headers.items()
-            if k not in _HOP_BY_HOP
-            and k not in sigv4.SIGNER_OWNED_HEADERS
-            and (k in signed_names or not k.startswith("x-amz-"))
+            if k not in _HOP_BY_HOP and k not in sigv4.SIGNER_OWNED_HEADERS
         }
         payload_hash = info.payload_hash
         counter = _Counter()
