@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jitgate import __version__
 from jitgate.audit.log import NewEvent
@@ -70,53 +70,27 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-class BodyLimit:
-    """Refuse bodies over MAX_BODY, whether or not Content-Length says so."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-                await _too_large(send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > MAX_BODY:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send)
+class BodyTooLarge(InvalidRequest):
+    code = "body_too_large"
+    status = 413
 
 
-class _BodyTooLarge(Exception):
-    pass
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY whether or not Content-Length says so.
 
-
-async def _too_large(send: Send) -> None:
-    body = json.dumps(
-        {"error": "body_too_large", "message": f"request body is larger than {MAX_BODY} bytes"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    Read here rather than in a middleware so that an oversized grant request is refused like
+    any other bad one: by the grant service, with its audit event.
+    """
+    too_large = BodyTooLarge(f"request body is larger than {MAX_BODY} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise too_large
+    return bytes(body)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -124,14 +98,15 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def _json_object(request: Request, allow_empty: bool = False) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await _read_body(request)
     if not raw.strip():
         if allow_empty:
             return {}
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad JSON, bad UTF-8 and numbers too long to convert.
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
@@ -157,7 +132,6 @@ def create_control_app(core: Jitgate) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit)  # type: ignore[arg-type]
 
     @app.exception_handler(JitgateError)
     async def _jitgate_error(request: Request, exc: JitgateError) -> JSONResponse:
@@ -191,6 +165,14 @@ def create_control_app(core: Jitgate) -> FastAPI:
                 ),
             )
         return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{' '.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+            for error in exc.errors()
+        )
+        return _error(400, InvalidRequest.code, problems or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -175,16 +175,24 @@ class AuditLog:
 
     def iter_rows(self, batch: int = 5000) -> Iterator[tuple[int, str, str, str]]:
         """All chain rows in order, streamed in batches (keyset pagination)."""
-        last = 0
-        while True:
-            with self.db.read() as connection:
-                rows = connection.execute(_CHAIN_PAGE, {"last": last, "batch": batch}).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield (int(row[0]), row[1], row[2], row[3])
-            last = int(rows[-1][0])
+        with self.db.snapshot() as connection:
+            yield from _chain_rows(connection, batch)
 
-    def verify(self) -> VerifyResult:
-        head = self.head()
-        return verify_rows(self.iter_rows(), expected_head=head)
+    def verify(self, batch: int = 5000) -> VerifyResult:
+        """Walk the chain against the recorded head. Head and rows are read in one snapshot,
+        so events appended meanwhile are neither walked nor mistaken for tampering."""
+        with self.db.snapshot() as connection:
+            row = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+            head = (int(row.seq), str(row.hash))
+            return verify_rows(_chain_rows(connection, batch), expected_head=head)
+
+
+def _chain_rows(connection: Connection, batch: int) -> Iterator[tuple[int, str, str, str]]:
+    last = 0
+    while True:
+        rows = connection.execute(_CHAIN_PAGE, {"last": last, "batch": batch}).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield (int(row[0]), row[1], row[2], row[3])
+        last = int(rows[-1][0])

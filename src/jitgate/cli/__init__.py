@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from jitgate.cli import render
 from jitgate.cli.backend import Backend, BackendError, LocalBackend, RemoteBackend
@@ -54,16 +55,18 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-_local_core: list[Any] = []
+_opened: list[Any] = []  # cores and HTTP clients to close on exit
 
 
 def backend(server: str | None, token: str | None) -> Backend:
     if server:
-        return RemoteBackend(server, token)
+        remote = RemoteBackend(server, token)
+        _opened.append(remote)
+        return remote
     from jitgate.core import build
 
     try:
@@ -75,7 +78,7 @@ def backend(server: str | None, token: str | None) -> Backend:
         core = build(settings)
     except JitgateError as exc:
         fail(exc.message)
-    _local_core.append(core)
+    _opened.append(core)
     return LocalBackend(core)
 
 
@@ -377,6 +380,32 @@ def policy_validate(
     console.print(f"{target}: {len(loaded.by_cedar_id)} policies, valid")
 
 
+@policy_app.command("lint")
+def policy_lint(
+    path: Annotated[Path | None, typer.Argument(help="Policy file (default: the configured one).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Report scope without time, time without scope, and approval on everything; exit 1 on findings."""
+    from jitgate.policy.lint import lint
+    from jitgate.policy.source import load_policies
+
+    target = path or load_settings().policy_path
+    try:
+        findings = lint(load_policies(target.read_text(encoding="utf-8"), str(target)))
+    except OSError as exc:
+        fail(f"{target}: {exc.strerror}")
+    except JitgateError as exc:
+        fail(exc.message)
+    if as_json:
+        emit([f.as_dict() for f in findings], True)
+    else:
+        for finding in findings:
+            console.print(f"{target}:{finding}", highlight=False, soft_wrap=True)
+        console.print(f"{len(findings)} finding(s)")
+    if findings:
+        raise typer.Exit(1)
+
+
 # --- audit ----------------------------------------------------------------------------------
 @audit_app.command("tail")
 def audit_tail(
@@ -411,6 +440,8 @@ def audit_verify(as_json: AsJson = False, server: Server = None, token: Token = 
         err.print(
             f"audit chain BROKEN at event {result['first_bad_seq']}: {result['problem']}",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
     if not result["ok"]:
         raise typer.Exit(1)
@@ -420,5 +451,5 @@ def main() -> None:
     try:
         app()
     finally:
-        for core in _local_core:
-            core.close()
+        for opened in _opened:
+            opened.close()

@@ -146,6 +146,9 @@ class RemoteBackend:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
+    def close(self) -> None:
+        self.client.close()
+
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.client.request(method, path, **kwargs)

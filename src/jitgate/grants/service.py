@@ -535,30 +535,37 @@ class GrantService:
 
     def end_all_for_agent(
         self, connection: Connection, agent: str, now: datetime, actor: Principal
-    ) -> None:
-        """Revoke every live or pending grant of an agent (used when it is disabled)."""
+    ) -> list[NewEvent]:
+        """Revoke every live or pending grant of an agent (used when it is disabled).
+
+        Returns the events for the caller to append: the rows are locked and changed here
+        before anything touches the audit chain head, the lock order every writer keeps
+        (grant rows, then the head), so this never deadlocks with a revoke or a sweeper.
+        """
         rows = connection.execute(
-            select(grants).where(
-                grants.c.agent == agent, grants.c.status.in_([states.ACTIVE, states.PENDING])
-            )
+            select(grants.c.id, grants.c.status)
+            .where(grants.c.agent == agent, grants.c.status.in_([states.ACTIVE, states.PENDING]))
+            .order_by(grants.c.id)
+            .with_for_update()
         ).all()
-        for row in rows:
-            grant = _grant(row)
-            event = NewEvent(
-                "grant.revoked",
-                actor.actor,
-                agent=agent,
-                grant_id=grant.id,
-                data={"reason": "agent disabled"},
+        events: list[NewEvent] = []
+        for grant_id, status in rows:
+            states.check_transition(status, states.REVOKED, grant_id)
+            connection.execute(
+                update(grants)
+                .where(grants.c.id == grant_id, grants.c.status == status)
+                .values(status=states.REVOKED, ended_at=now, ended_by=actor.actor)
             )
-            self._transition(
-                connection,
-                grant,
-                states.REVOKED,
-                {"ended_at": now, "ended_by": actor.actor},
-                [event],
-                now,
+            events.append(
+                NewEvent(
+                    "grant.revoked",
+                    actor.actor,
+                    agent=agent,
+                    grant_id=grant_id,
+                    data={"reason": "agent disabled"},
+                )
             )
+        return events
 
     def _transition(
         self,
@@ -598,39 +605,41 @@ class GrantService:
     def _sweep_status(
         self, current: str, deadline: Any, target: str, event_type: str, now: datetime, limit: int
     ) -> int:
+        due = (grants.c.status == current) & (deadline <= now)
         with self.db.read() as connection:
-            due = connection.execute(
-                select(grants.c.id, grants.c.agent, deadline)
-                .where(grants.c.status == current, deadline <= now)
-                .order_by(deadline)
-                .limit(limit)
-            ).all()
-        if not due:
-            return 0
-        changed = 0
+            if connection.execute(select(grants.c.id).where(due).limit(1)).first() is None:
+                return 0
         with self.db.write() as connection:
-            for grant_id, agent, when in due:
+            # Lock the due rows first, in one order, and append all events after: grant rows
+            # before the chain head, like every other writer, so a sweeper never waits in a
+            # cycle with a revoke or another sweeper. Rows another transaction holds are left
+            # to it (SKIP LOCKED; PostgreSQL) or to the next pass.
+            rows = connection.execute(
+                select(grants.c.id, grants.c.agent, deadline)
+                .where(due)
+                .order_by(deadline, grants.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            events: list[NewEvent] = []
+            for grant_id, agent, when in rows:
                 result = connection.execute(
                     update(grants)
                     .where(grants.c.id == grant_id, grants.c.status == current)
                     .values(status=target, ended_at=when, ended_by="jitgate")
                 )
                 if result.rowcount == 1:
-                    changed += 1
-                    append(
-                        connection,
-                        now,
-                        [
-                            NewEvent(
-                                event_type,
-                                "jitgate",
-                                agent=agent,
-                                grant_id=grant_id,
-                                data={"at": isoformat(when)},
-                            )
-                        ],
+                    events.append(
+                        NewEvent(
+                            event_type,
+                            "jitgate",
+                            agent=agent,
+                            grant_id=grant_id,
+                            data={"at": isoformat(when)},
+                        )
                     )
-        return changed
+            append(connection, now, events)
+        return len(events)
 
 
 __all__ = ["LOCAL_ADMIN", "Grant", "GrantService", "GrantSettings"]

@@ -36,6 +36,9 @@ def parse_arn(text: str) -> Arn:
     _, partition, service, region, account, resource = parts
     if partition not in PARTITIONS:
         raise ArnError(f"has unknown partition {partition!r}")
+    for field_name, value in (("service", service), ("region", region), ("account", account)):
+        if "*" in value or "?" in value:
+            raise ArnError(f"has a wildcard in its {field_name}")
     if not re.fullmatch(r"[a-z0-9-]+", service):
         raise ArnError(f"has invalid service {service!r}")
     if region and not re.fullmatch(r"[a-z]{2}(?:-[a-z]+)+-\d", region):
@@ -44,9 +47,6 @@ def parse_arn(text: str) -> Arn:
         raise ArnError(f"has invalid account {account!r} (expected 12 digits)")
     if not resource:
         raise ArnError("has an empty resource part")
-    for field_name, value in (("service", service), ("region", region), ("account", account)):
-        if "*" in value or "?" in value:
-            raise ArnError(f"has a wildcard in its {field_name}")
     return Arn(partition, service, region, account, resource)
 
 

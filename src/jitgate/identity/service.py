@@ -147,7 +147,12 @@ class IdentityService:
     def set_agent_disabled(
         self, name: str, disabled: bool, *, actor: Principal = LOCAL_ADMIN, on_disable: Any = None
     ) -> AgentRecord:
-        """Disable or enable an agent. ``on_disable(connection, now)`` ends its grants atomically."""
+        """Disable or enable an agent.
+
+        ``on_disable(connection, name, now, actor)`` ends its grants in the same transaction and
+        returns their audit events; it runs before this appends to the chain, so grant rows are
+        locked before the chain head, as in every other writer.
+        """
         now = self.clock.now()
         with self.db.write() as connection:
             row = self._agent_row(connection, name)
@@ -159,9 +164,10 @@ class IdentityService:
                 .values(disabled=disabled, updated_at=now)
             )
             event = "agent.disabled" if disabled else "agent.enabled"
-            append(connection, now, [NewEvent(event, actor.actor, agent=name)])
+            ended: list[NewEvent] = []
             if disabled and on_disable is not None:
-                on_disable(connection, name, now, actor)
+                ended = list(on_disable(connection, name, now, actor) or [])
+            append(connection, now, [NewEvent(event, actor.actor, agent=name), *ended])
             row = self._agent_row(connection, name)
         return _agent(row)
 

@@ -62,7 +62,7 @@ class Decision:
         }
 
 
-def _entities(agent: str, groups: Sequence[str], pairs: Sequence[ScopePair]) -> list[dict]:
+def cedar_entities(agent: str, groups: Sequence[str], pairs: Sequence[ScopePair]) -> list[dict]:
     entities: list[dict] = [
         {
             "uid": {"type": "Agent", "id": agent},
@@ -93,7 +93,7 @@ def _entities(agent: str, groups: Sequence[str], pairs: Sequence[ScopePair]) -> 
     return entities
 
 
-def _request(agent: str, pair: ScopePair, duration: int, reason: str) -> dict:
+def cedar_request(agent: str, pair: ScopePair, duration: int, reason: str) -> dict:
     return {
         "principal": {"type": "Agent", "id": agent},
         "action": {"type": "Action", "id": pair.action},
@@ -116,16 +116,19 @@ class PolicyEngine:
         self._loaded = loaded
         self._lock = threading.Lock()
         self._mtime: float | None = None
+        self._file_backed = False  # only an engine read from a file reloads it
         self.last_error: str | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> PolicyEngine:
         try:
+            mtime = path.stat().st_mtime  # before reading: a later change is seen as one
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
         engine = cls(load_policies(text, str(path)))
-        engine._mtime = path.stat().st_mtime
+        engine._mtime = mtime
+        engine._file_backed = True
         return engine
 
     @classmethod
@@ -142,6 +145,8 @@ class PolicyEngine:
         Returns True when a new policy came into force. The error of a rejected file is kept
         in ``last_error`` and logged, naming file, line and reason.
         """
+        if not self._file_backed:
+            return False
         path = Path(self._loaded.path)
         try:
             mtime = path.stat().st_mtime
@@ -172,8 +177,8 @@ class PolicyEngine:
         reason: str = "",
     ) -> Decision:
         loaded = self._loaded
-        requests = [_request(agent, pair, duration_seconds, reason) for pair in scope.pairs]
-        entities = json.dumps(_entities(agent, groups, scope.pairs))
+        requests = [cedar_request(agent, pair, duration_seconds, reason) for pair in scope.pairs]
+        entities = json.dumps(cedar_entities(agent, groups, scope.pairs))
         results = cedarpy.is_authorized_batch(requests, loaded.policy_set, entities)
         pair_decisions = [
             self._pair_decision(loaded, pair, result)
@@ -186,9 +191,12 @@ class PolicyEngine:
         loaded: LoadedPolicies, pair: ScopePair, result: cedarpy.AuthzResult
     ) -> PairDecision:
         what = f"{pair.action} on {pair.resource}"
-        metas = [
-            loaded.by_cedar_id[r] for r in result.diagnostics.reasons if r in loaded.by_cedar_id
-        ]
+        # Cedar reports the determining policies as a set: order them as in the file, so the
+        # recorded decision is the same every time.
+        metas = sorted(
+            (loaded.by_cedar_id[r] for r in result.diagnostics.reasons if r in loaded.by_cedar_id),
+            key=lambda m: m.line,
+        )
         ids = tuple(m.id for m in metas)
         if not result.allowed:
             if metas:

@@ -40,6 +40,7 @@ class PolicyMeta:
     effect: str  # "permit" | "forbid"
     approval: str  # "auto" | "required" ("" for forbid)
     max_duration_seconds: int
+    max_duration_explicit: bool  # the permit names its own @max_duration
     approvers: int
     approver_group: str | None
     allow_prefix: bool
@@ -185,6 +186,7 @@ def _meta(path: str, line: int, cedar_id: str, body: dict[str, Any], text: str) 
         effect=effect,
         approval=approval,
         max_duration_seconds=max_seconds,
+        max_duration_explicit="max_duration" in annotations,
         approvers=approvers,
         approver_group=annotations.get("approver_group"),
         allow_prefix=allow_prefix == "true",

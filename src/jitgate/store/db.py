@@ -72,6 +72,16 @@ class Database:
         with self.engine.connect() as connection, connection.begin():
             yield connection
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one consistent state throughout (REPEATABLE READ on
+        PostgreSQL; any SQLite read transaction in WAL mode already is one)."""
+        with self.engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield connection
+
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
         config = Config()
