@@ -13,7 +13,10 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy import Connection
 
 from jitgate.audit.log import NewEvent, append
 from jitgate.clock import Clock
@@ -23,11 +26,18 @@ from jitgate.store.db import Database
 log = logging.getLogger(__name__)
 
 
+# A guard runs inside the write transaction, just before its event is appended. It raises to
+# refuse the event (the waiter gets that exception and nothing is written for it); whatever it
+# reads or changes commits together with the event.
+Guard = Callable[[Connection], None]
+
+
 @dataclass
 class _Item:
     event: NewEvent
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[int] | None
+    guard: Guard | None = None
 
 
 _STOP = object()
@@ -56,14 +66,14 @@ class AuditBatcher:
             self._thread.join(timeout)
             self._thread = None
 
-    async def record(self, event: NewEvent) -> int:
+    async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
         """Append an event and wait until it is committed; returns its seq.
 
-        Raises AuditUnavailable when the write failed.
+        Raises AuditUnavailable when the write failed, or what ``guard`` raised.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._queue.put(_Item(event, loop, future))
+        self._queue.put(_Item(event, loop, future, guard))
         return await future
 
     def record_nowait(self, event: NewEvent) -> None:
@@ -88,9 +98,19 @@ class AuditBatcher:
             self._write(batch)
 
     def _write(self, batch: list[_Item]) -> None:
+        refused: list[tuple[_Item, Exception]] = []
         try:
             with self.db.write() as connection:
-                seqs = append(connection, self.clock.now(), [item.event for item in batch])
+                accepted: list[_Item] = []
+                for item in batch:
+                    if item.guard is not None:
+                        try:
+                            item.guard(connection)
+                        except Exception as exc:  # noqa: BLE001 - handed to the waiter
+                            refused.append((item, exc))
+                            continue
+                    accepted.append(item)
+                seqs = append(connection, self.clock.now(), [item.event for item in accepted])
         except Exception as exc:
             self.failures += 1
             log.error("audit write failed for %d events: %s", len(batch), exc)
@@ -100,8 +120,11 @@ class AuditBatcher:
                     item.loop.call_soon_threadsafe(_fail, item.future, error)
             return
         self.batches += 1
-        self.written += len(batch)
-        for item, seq in zip(batch, seqs, strict=True):
+        self.written += len(accepted)
+        for item, exc in refused:
+            if item.future is not None and item.loop is not None:
+                item.loop.call_soon_threadsafe(_fail, item.future, exc)
+        for item, seq in zip(accepted, seqs, strict=True):
             if item.future is not None and item.loop is not None:
                 item.loop.call_soon_threadsafe(_succeed, item.future, seq)
 

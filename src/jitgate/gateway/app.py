@@ -20,6 +20,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import aiohttp
+from sqlalchemy import Connection
 
 from jitgate.audit.batcher import AuditBatcher
 from jitgate.audit.log import NewEvent
@@ -274,6 +275,11 @@ class AwsEndpoint:
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
 
+        def still_live(connection: Connection) -> None:
+            # Checked again in the transaction that records the call, so a revocation that
+            # committed while this call was being checked still stops it.
+            self._check_live(self.lookup.refreshed(connection, grant), now)
+
         data = call.event_data()
         await self.batcher.record(
             NewEvent(
@@ -282,7 +288,8 @@ class AwsEndpoint:
                 agent=grant.agent,
                 grant_id=grant.id,
                 data=data,
-            )
+            ),
+            guard=still_live,
         )
 
         if _answered_locally(operation):

@@ -7,11 +7,11 @@ grant, is parsed once and cached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from jitgate.scope import Scope, build_scope
 from jitgate.store.db import Database
@@ -65,4 +65,19 @@ class GrantLookup:
             expires_at=row.expires_at,
             agent_disabled=bool(row.disabled),
             scope=_scope(row.id, tuple(row.actions), tuple(row.resources)),
+        )
+
+    def refreshed(self, connection: Connection, grant: GatewayGrant) -> GatewayGrant:
+        """The same grant with its status and its agent's flag re-read on ``connection``.
+
+        The gateway calls this inside the transaction that records ``call.allowed``, so a
+        revocation or a disabled agent committed before that event is always seen.
+        """
+        row = connection.execute(
+            select(grants.c.status, grants.c.expires_at, agents.c.disabled)
+            .join(agents, agents.c.name == grants.c.agent)
+            .where(grants.c.id == grant.id)
+        ).one()
+        return replace(
+            grant, status=row.status, expires_at=row.expires_at, agent_disabled=bool(row.disabled)
         )
