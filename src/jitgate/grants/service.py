@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -195,9 +196,13 @@ class GrantService:
                 else duration_seconds
             )
             clean_reason = check_reason(reason)
-            record = self.identity.get_agent(agent_name)
-            if record.disabled:
-                raise Forbidden(f"agent {agent_name!r} is disabled")
+            if principal.is_agent:
+                groups = principal.groups  # authenticated just now, as an enabled agent
+            else:
+                record = self.identity.get_agent(agent_name)
+                if record.disabled:
+                    raise Forbidden(f"agent {agent_name!r} is disabled")
+                groups = record.groups
             scope = build_scope(actions, resources, self.settings.sensitive_arns)
         except JitgateError as exc:
             self.record_refusal(
@@ -205,7 +210,7 @@ class GrantService:
             )
             raise
         self.policy.reload_if_changed()
-        decision = self.policy.decide(agent_name, record.groups, scope, duration, clean_reason)
+        decision = self.policy.decide(agent_name, groups, scope, duration, clean_reason)
         return self._store_request(
             principal, agent_name, scope, duration, clean_reason, decision, now
         )
@@ -322,7 +327,7 @@ class GrantService:
         with self.db.write() as connection:
             connection.execute(insert(grants).values(**values))
             append(connection, now, events)
-            row = connection.execute(select(grants).where(grants.c.id == grant_id)).one()
+        row = SimpleNamespace(**({column.name: None for column in grants.columns} | values))
         grant = _grant(row)
         # Credentials go only to the agent itself, never to an admin acting for it.
         return grant, self._credentials_for(grant) if principal.is_agent else None
