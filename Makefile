@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean setup chromium
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -12,10 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Debian's chromium for the console's browser tests (installed only when missing).
+chromium:
+	./scripts/ensure-chromium
+
+setup: $(STAMP) chromium
+
 demo: $(STAMP)
 	$(BIN)/python -m jitgate.sandbox.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 

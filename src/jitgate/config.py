@@ -47,6 +47,20 @@ file = "policy.cedar"
 region = "us-east-1"
 # account_id = "123456789012"          # the account ARNs default to (found via STS if unset)
 # upstream_endpoint = "https://..."    # only for sandboxes and tests; agents never choose it
+
+[audit]   # signed checkpoints and write-once copies (docs/audit-integrity.md)
+checkpoint_interval = "60s"   # a signed checkpoint at least this often, even when idle
+signing = "file"              # Ed25519 key in audit-signing.key (0600); or "kms" + kms_key_id
+sink_alarm_after = "5m"       # a copy this far behind raises the alarm (/healthz, audit status)
+# retention = "400d"          # prune older events from the database once every sink has them
+
+# [[audit.sinks]]
+# type = "file"
+# path = "/var/log/jitgate/audit.jsonl"   # append-only; ideally on another disk or host
+# [[audit.sinks]]
+# type = "s3"
+# url = "s3://my-audit-bucket/jitgate"    # bucket with Object Lock; objects in COMPLIANCE mode
+# retain_days = 2555
 """
 
 

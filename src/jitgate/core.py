@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jitgate.audit.log import AuditLog
 from jitgate.clock import Clock, SystemClock
@@ -19,6 +21,11 @@ from jitgate.grants.service import GrantService, GrantSettings
 from jitgate.identity.service import IdentityService
 from jitgate.policy.engine import DEFAULT_POLICY_PATH, PolicyEngine
 from jitgate.store.db import Database
+
+if TYPE_CHECKING:
+    from jitgate.approvals.notify import Notifier
+    from jitgate.audit.integrity import AuditIntegrity
+    from jitgate.grants.service import Grant
 
 
 @dataclass
@@ -32,7 +39,29 @@ class Jitgate:
     grants: GrantService
     master_key: MasterKey
 
+    @cached_property
+    def integrity(self) -> AuditIntegrity:
+        """Signed checkpoints, shipping to sinks, verification (built on first use)."""
+        from jitgate.audit.integrity import AuditIntegrity
+
+        return AuditIntegrity.from_settings(self.settings, self.db, self.clock, self.audit)
+
+    @cached_property
+    def notifier(self) -> Notifier | None:
+        """Pending-request notifications (webhook, Slack); None when none are configured."""
+        from jitgate.approvals.notify import notifier_for
+
+        return notifier_for(self)
+
+    def notify_pending(self, grant: Grant) -> None:
+        if self.notifier is not None:
+            self.notifier.pending(grant)
+
     def close(self) -> None:
+        if self.__dict__.get("notifier") is not None:
+            self.notifier.close()  # type: ignore[union-attr]
+        if "integrity" in self.__dict__:
+            self.integrity.close()
         self.db.dispose()
 
 
@@ -56,7 +85,10 @@ def build(settings: Settings, clock: Clock | None = None, *, migrate: bool = Tru
             sensitive_arns=settings.sensitive_arns,
         ),
     )
-    return Jitgate(settings, clock, db, AuditLog(db), identity, policy, grants, master_key)
+    core = Jitgate(settings, clock, db, AuditLog(db), identity, policy, grants, master_key)
+    grants.on_pending = core.notify_pending
+    _ = core.notifier  # a bad [notifications] table fails here, at start-up
+    return core
 
 
 def init_home(home: Path, *, force: bool = False) -> list[Path]:
@@ -75,6 +107,9 @@ def init_home(home: Path, *, force: bool = False) -> list[Path]:
     shutil.copyfile(DEFAULT_POLICY_PATH, policy_path)
     settings = load_settings(home)
     MasterKey.load_or_create(settings.master_key_path)
+    from jitgate.audit.integrity import ensure_signing_key
+
+    ensure_signing_key(settings)  # audit-signing.key (0600): signs audit checkpoints
     db = Database(settings.database_url)
     try:
         db.migrate()

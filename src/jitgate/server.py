@@ -96,6 +96,10 @@ def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Serv
     return server
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass
 class Listeners:
     control: tuple[str, int]
@@ -113,7 +117,14 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the control plane (and the AWS endpoint when given) until stopped."""
-    servers = [_server(create_control_app(core), *listeners.control)]
+    aws_url = None
+    if endpoint is not None and listeners.aws is not None:
+        scheme = "https" if listeners.ssl_certfile else "http"
+        aws_url = f"{scheme}://{_url_host(listeners.aws[0])}:{listeners.aws[1]}"
+    control_app = create_control_app(
+        core, aws_endpoint=aws_url, account_id=endpoint.account_id if endpoint else None
+    )
+    servers = [_server(control_app, *listeners.control)]
     if endpoint is not None and listeners.aws is not None:
         tls = {}
         if listeners.ssl_certfile:
@@ -122,6 +133,7 @@ async def serve(
         await endpoint.upstream.start()
         endpoint.batcher.start()
     sweeper = asyncio.create_task(sweep_forever(core))
+    record_keeper = asyncio.create_task(core.integrity.run())  # checkpoints + shipping
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     try:
         while not all(s.started for s in servers):
@@ -146,6 +158,10 @@ async def serve(
         if endpoint is not None:
             await endpoint.upstream.close()
             await asyncio.to_thread(endpoint.batcher.stop)
+        record_keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await record_keeper
+        await asyncio.to_thread(core.integrity.shutdown)  # the last checkpoint, shipped
 
 
 class ServerThread:

@@ -133,7 +133,7 @@ REFUSALS: dict[str, tuple[Any, int, str, str]] = {
         {**READ, "colour": "red"},
         400,
         "invalid_request",
-        "unknown field(s): colour (allowed: actions, agent, duration_seconds, reason, resources)",
+        "unknown field(s): colour (allowed: actions, agent, duration_seconds, one_call, operation, reason, resources)",
     ),
     "missing actions": (
         {"resources": [OBJECT_ARN], "reason": "r"},

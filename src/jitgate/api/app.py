@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jitgate import __version__
 from jitgate.audit.log import NewEvent
 from jitgate.core import Jitgate
-from jitgate.errors import Forbidden, InvalidRequest, JitgateError, Unauthorized
+from jitgate.errors import Forbidden, InvalidRequest, JitgateError, NotFound, Unauthorized
 from jitgate.grants.service import check_duration
 from jitgate.identity.service import Principal
 from jitgate.scope import build_scope
@@ -32,6 +32,12 @@ class GrantRequestBody(BaseModel):
     resources: list[str] = Field(description="Exact resource ARNs (or * for type-less actions)")
     duration_seconds: int = Field(300, description="Grant lifetime in seconds")
     reason: str = Field(description="What the task needs this access for")
+    one_call: bool = Field(
+        False, description="Approve one exact call, once, instead of a time window"
+    )
+    operation: str | None = Field(
+        None, description="With one_call: the API operation the call must be, e.g. DeleteObject"
+    )
 
 
 class AgentBody(BaseModel):
@@ -45,11 +51,21 @@ class UserBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     role: str
+    groups: list[str] = Field([], description="Approver groups (@approver_group)")
+    password: str | None = Field(None, description="Console password (argon2id-hashed)")
 
 
 class CommentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     comment: str = ""
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str = ""
+    fingerprint: str | None = Field(
+        None, description="The grant's fingerprint as shown; a request that differs is refused"
+    )
 
 
 class PolicyCheckBody(BaseModel):
@@ -124,7 +140,11 @@ def _only_fields(body: dict[str, Any], allowed: set[str], required: set[str]) ->
         raise InvalidRequest(f"missing field(s): {', '.join(missing)}")
 
 
-def create_control_app(core: Jitgate) -> FastAPI:
+def create_control_app(
+    core: Jitgate, *, aws_endpoint: str | None = None, account_id: str | None = None
+) -> FastAPI:
+    """The control-plane app. ``aws_endpoint`` (the AWS listener's URL) and ``account_id``
+    (jitgate's upstream account) are reported to agents and used to plan scopes."""
     app = FastAPI(
         title="jitgate control plane",
         version=__version__,
@@ -208,6 +228,7 @@ def create_control_app(core: Jitgate) -> FastAPI:
             "version": __version__,
             "audit_head": head_seq,
             "policy_error": core.policy.last_error,
+            "audit_integrity": core.integrity.health(),
         }
 
     # --- grants ---------------------------------------------------------------------------
@@ -216,7 +237,15 @@ def create_control_app(core: Jitgate) -> FastAPI:
         principal = principal_of(request)
         try:
             body = await _json_object(request)
-            allowed = {"actions", "resources", "duration_seconds", "reason", "agent"}
+            allowed = {
+                "actions",
+                "resources",
+                "duration_seconds",
+                "reason",
+                "agent",
+                "one_call",
+                "operation",
+            }
             _only_fields(body, allowed, {"actions", "resources"})
         except InvalidRequest as exc:
             core.grants.record_refusal(
@@ -236,6 +265,8 @@ def create_control_app(core: Jitgate) -> FastAPI:
             duration_seconds=body.get("duration_seconds"),
             reason=body.get("reason", ""),
             agent=body.get("agent"),
+            one_call=body.get("one_call", False),
+            operation=body.get("operation"),
         )
         return JSONResponse(grant.as_dict(credentials), status_code=201)
 
@@ -268,10 +299,20 @@ def create_control_app(core: Jitgate) -> FastAPI:
             raise InvalidRequest("comment must be a string")
         return value
 
-    @app.post("/v1/grants/{grant_id}/approve", openapi_extra=_schema(CommentBody))
+    @app.post("/v1/grants/{grant_id}/approve", openapi_extra=_schema(ApproveBody))
     async def approve(request: Request, grant_id: str) -> dict[str, Any]:
         principal = principal_of(request)
-        return core.grants.approve(principal, grant_id, await _comment(request)).as_dict()
+        body = await _json_object(request, allow_empty=True)
+        _only_fields(body, {"comment", "reason", "fingerprint"}, set())
+        comment = body.get("comment", body.get("reason", ""))
+        fingerprint = body.get("fingerprint")
+        if not isinstance(comment, str):
+            raise InvalidRequest("comment must be a string")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise InvalidRequest("fingerprint must be a string")
+        return core.grants.approve(
+            principal, grant_id, comment, fingerprint=fingerprint
+        ).as_dict()
 
     @app.post("/v1/grants/{grant_id}/deny", openapi_extra=_schema(CommentBody))
     async def deny(request: Request, grant_id: str) -> dict[str, Any]:
@@ -351,9 +392,36 @@ def create_control_app(core: Jitgate) -> FastAPI:
         principal = principal_of(request)
         need_user(principal, admin=True)
         body = await _json_object(request)
-        _only_fields(body, {"name", "role"}, {"name", "role"})
-        record, token = core.identity.create_user(body["name"], body["role"], actor=principal)
+        _only_fields(body, {"name", "role", "groups", "password"}, {"name", "role"})
+        groups = body.get("groups", [])
+        if not isinstance(groups, list):
+            raise InvalidRequest("groups must be a list of names")
+        record, token = core.identity.create_user(
+            body["name"],
+            body["role"],
+            actor=principal,
+            groups=groups,
+            password=body.get("password"),
+        )
         return JSONResponse({**record, "token": token}, status_code=201)
+
+    @app.post("/v1/users/{name}/password")
+    async def set_user_password(request: Request, name: str) -> dict[str, Any]:
+        principal = principal_of(request)
+        need_user(principal, admin=True)
+        body = await _json_object(request)
+        _only_fields(body, {"password"}, {"password"})
+        core.identity.set_password(name, body["password"], actor=principal)
+        return {"name": name, "password": True}
+
+    @app.post("/v1/users/{name}/{verb}")
+    def set_user_disabled(request: Request, name: str, verb: str) -> dict[str, Any]:
+        principal = principal_of(request)
+        need_user(principal, admin=True)
+        if verb not in ("disable", "enable"):
+            raise NotFound(f"no such endpoint: /v1/users/{{name}}/{verb}")
+        core.identity.set_user_disabled(name, verb == "disable", actor=principal)
+        return {"name": name, "disabled": verb == "disable"}
 
     # --- policy ---------------------------------------------------------------------------
     @app.post("/v1/policy/check", openapi_extra=_schema(PolicyCheckBody))
@@ -377,6 +445,22 @@ def create_control_app(core: Jitgate) -> FastAPI:
             body.get("reason", "policy check"),
         )
 
+    # --- the record's integrity: /v1/audit/keys (public), status, checkpoints, metrics -------
+    from jitgate.audit.http import audit_integrity_router
+
+    app.include_router(audit_integrity_router(core))
+
+    # --- for agents' tools: /v1/info, /v1/scope, usage and least-privilege reports ----------
+    from jitgate.api import agent_routes
+
+    agent_routes.install(
+        app, core, principal_of, _json_object, aws_endpoint=aws_endpoint, account_id=account_id
+    )
+
+    # --- the approver console (server-rendered HTML, cookie sessions) at /ui --------------
+    from jitgate.web.app import create_console_app
+
+    app.mount("/ui", create_console_app(core))
     return app
 
 

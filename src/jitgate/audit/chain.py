@@ -48,6 +48,7 @@ def verify_rows(
     rows: Iterable[tuple[int, str, str, str]],
     *,
     expected_head: tuple[int, str] | None = None,
+    start: tuple[int, str] | None = None,
 ) -> VerifyResult:
     """Walk (seq, prev_hash, hash, body) rows in seq order and report the first break.
 
@@ -56,9 +57,11 @@ def verify_rows(
     - hash not equal to sha256(prev_hash || body): the event was edited;
     - the body's own seq differs from its row: the event was moved;
     - the last event differs from the recorded chain head: the tail was cut off.
+
+    ``start`` is (first seq, hash it links to) when older events were pruned by retention; the
+    hash comes from the signed checkpoint that ends just before it.
     """
-    expected_seq = 1
-    running = GENESIS
+    expected_seq, running = start if start is not None else (1, GENESIS)
     sha256 = hashlib.sha256
     fromhex = bytes.fromhex
     checked = 0

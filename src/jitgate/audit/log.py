@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from jitgate.audit.chain import VerifyResult, canonical_json, event_hash, verify_rows
 from jitgate.clock import isoformat
 from jitgate.store.db import Database
-from jitgate.store.schema import audit_events, audit_head
+from jitgate.store.schema import audit_checkpoints, audit_events, audit_head
 
 _CHAIN_PAGE = text(
     "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > :last ORDER BY seq LIMIT :batch"
@@ -184,7 +184,23 @@ class AuditLog:
         with self.db.snapshot() as connection:
             row = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
             head = (int(row.seq), str(row.hash))
-            return verify_rows(_chain_rows(connection, batch), expected_head=head)
+            return verify_rows(
+                _chain_rows(connection, batch), expected_head=head, start=_pruned_start(connection)
+            )
+
+
+def _pruned_start(connection: Connection) -> tuple[int, str] | None:
+    """Where the chain starts after retention pruned older events: the first stored seq and
+    the head hash of the signed checkpoint that ends just before it (see audit.retention)."""
+    first = connection.execute(select(func.min(audit_events.c.seq))).scalar()
+    if first is None or int(first) <= 1:
+        return None
+    anchor = connection.execute(
+        select(audit_checkpoints.c.head_hash)
+        .where(audit_checkpoints.c.last_seq == int(first) - 1)
+        .limit(1)
+    ).scalar()
+    return (int(first), str(anchor)) if anchor is not None else None
 
 
 def _chain_rows(connection: Connection, batch: int) -> Iterator[tuple[int, str, str, str]]:

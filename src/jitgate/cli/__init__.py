@@ -225,12 +225,21 @@ def agents_enable(name: str, server: Server = None, token: Token = None) -> None
 def users_create(
     name: str,
     role: Annotated[str, typer.Option("--role", help="admin, approver or auditor.")],
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Approver group (repeatable).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read a console password from stdin.")
+    ] = False,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
     """Create a person and print their token (shown once, stored only as a hash)."""
-    created = run(lambda: backend(server, token).create_user(name, role))
+    password = approval_commands.read_password() if password_stdin else None
+    created = run(
+        lambda: backend(server, token).create_user(name, role, groups=group or [], password=password)
+    )
     if as_json:
         emit({"name": created["name"], "role": created["role"], "token": created["token"]}, True)
     else:
@@ -254,6 +263,12 @@ def grants_request(
     agent: Annotated[
         str | None, typer.Option("--agent", help="The agent (local mode or admin token).")
     ] = None,
+    one_call: Annotated[
+        bool, typer.Option("--one-call", help="Ask for one exact call, once, not a time window.")
+    ] = False,
+    operation: Annotated[
+        str | None, typer.Option("--operation", help="With --one-call: e.g. DeleteObject.")
+    ] = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
@@ -265,6 +280,8 @@ def grants_request(
         "reason": reason,
         "duration_seconds": duration,
         "agent": agent,
+        "one_call": one_call or None,
+        "operation": operation,
     }
     grant = run(lambda: backend(server, token).request_grant(body))
     emit(grant, as_json, render.grant_panel(grant))
@@ -294,11 +311,13 @@ def grants_show(
     b = backend(server, token)
     grant = run(lambda: b.get_grant(grant_id))
     calls = run(lambda: b.grant_calls(grant_id))
+    usage = grant_usage(grant, calls)  # granted against used: the least-privilege report
     if as_json:
-        emit({**grant, "calls": calls}, True)
+        emit({**grant, "calls": calls, "usage": usage}, True)
     else:
         console.print(render.grant_panel(grant))
         console.print(render.calls_table(calls))
+        console.print(agent_commands.usage_panel(usage))
 
 
 def _decide(
@@ -316,8 +335,8 @@ def grants_approve(
     server: Server = None,
     token: Token = None,
 ) -> None:
-    """Approve a pending grant."""
-    _decide("approve", grant_id, comment, server, token, as_json)
+    """Approve a pending grant: shows it, then approves exactly what was shown."""
+    approval_commands.approve_as_shown(backend(server, token), grant_id, comment, as_json)
 
 
 @grants_app.command("deny")
@@ -426,25 +445,23 @@ def audit_tail(
     emit(events, as_json, render.events_table(events))
 
 
-@audit_app.command("verify")
-def audit_verify(as_json: AsJson = False, server: Server = None, token: Token = None) -> None:
-    """Walk the hash chain; exit 0 when intact, 1 naming the first bad event otherwise."""
-    result = run(lambda: backend(server, token).audit_verify())
-    if as_json:
-        emit(result, True)
-    elif result["ok"]:
-        console.print(
-            f"audit chain intact: {result['checked']} events, head {result['head_hash'][:16]}…"
-        )
-    else:
-        err.print(
-            f"audit chain BROKEN at event {result['first_bad_seq']}: {result['problem']}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
-    if not result["ok"]:
-        raise typer.Exit(1)
+# verify (chain, signed checkpoints, external copies), status, keys, rotate-key, checkpoint,
+# ship, export, prune: jitgate.cli.audit_commands
+from jitgate.cli import audit_commands  # noqa: E402
+
+audit_commands.register(audit_app)
+
+
+# credentials, scope-for, mcp and agents report (the agent-side commands)
+from jitgate.cli import agent_commands  # noqa: E402
+from jitgate.usage import grant_usage  # noqa: E402
+
+agent_commands.register(app, agents_app)
+
+# grants pending, users passwd/disable/enable (the approver's terminal)
+from jitgate.cli import approval_commands  # noqa: E402
+
+approval_commands.register(grants_app, users_app)
 
 
 def main() -> None:

@@ -23,14 +23,18 @@ class Backend(Protocol):
     def create_agent(self, name: str, groups: list[str], owner: str | None) -> dict[str, Any]: ...
     def list_agents(self) -> list[dict[str, Any]]: ...
     def set_agent_disabled(self, name: str, disabled: bool) -> dict[str, Any]: ...
-    def create_user(self, name: str, role: str) -> dict[str, Any]: ...
+    def create_user(
+        self, name: str, role: str, *, groups: list[str] = ..., password: str | None = ...
+    ) -> dict[str, Any]: ...
     def request_grant(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def list_grants(
         self, status: str | None, agent: str | None, limit: int
     ) -> list[dict[str, Any]]: ...
     def get_grant(self, grant_id: str) -> dict[str, Any]: ...
     def grant_calls(self, grant_id: str) -> list[dict[str, Any]]: ...
-    def decide(self, grant_id: str, verb: str, comment: str) -> dict[str, Any]: ...
+    def decide(
+        self, grant_id: str, verb: str, comment: str, fingerprint: str | None = ...
+    ) -> dict[str, Any]: ...
     def audit_events(
         self, after_seq: int, limit: int, grant_id: str | None, agent: str | None
     ) -> list[dict[str, Any]]: ...
@@ -66,9 +70,19 @@ class LocalBackend:
         )
         return record.as_dict()
 
-    def create_user(self, name: str, role: str) -> dict[str, Any]:
-        record, token = self._call(self.core.identity.create_user, name, role)
+    def create_user(
+        self, name: str, role: str, *, groups: list[str] = (), password: str | None = None
+    ) -> dict[str, Any]:
+        record, token = self._call(
+            self.core.identity.create_user, name, role, groups=groups, password=password
+        )
         return {**record, "token": token}
+
+    def set_password(self, name: str, password: str) -> None:
+        self._call(self.core.identity.set_password, name, password)
+
+    def set_user_disabled(self, name: str, disabled: bool) -> None:
+        self._call(self.core.identity.set_user_disabled, name, disabled)
 
     def request_grant(self, body: dict[str, Any]) -> dict[str, Any]:
         grant, credentials = self._call(
@@ -79,6 +93,8 @@ class LocalBackend:
             duration_seconds=body.get("duration_seconds"),
             reason=body.get("reason", ""),
             agent=body.get("agent"),
+            one_call=bool(body.get("one_call")),
+            operation=body.get("operation"),
         )
         return grant.as_dict(credentials)
 
@@ -101,12 +117,14 @@ class LocalBackend:
             for e in self.core.audit.events(grant_id=grant_id, type_prefix="call.", limit=10_000)
         ]
 
-    def decide(self, grant_id: str, verb: str, comment: str) -> dict[str, Any]:
-        method = {
-            "approve": self.core.grants.approve,
-            "deny": self.core.grants.deny,
-            "revoke": self.core.grants.revoke,
-        }[verb]
+    def decide(
+        self, grant_id: str, verb: str, comment: str, fingerprint: str | None = None
+    ) -> dict[str, Any]:
+        if verb == "approve":
+            return self._call(
+                self.core.grants.approve, LOCAL_ADMIN, grant_id, comment, fingerprint=fingerprint
+            ).as_dict()
+        method = {"deny": self.core.grants.deny, "revoke": self.core.grants.revoke}[verb]
         return self._call(method, LOCAL_ADMIN, grant_id, comment).as_dict()
 
     def audit_events(
@@ -174,8 +192,19 @@ class RemoteBackend:
     def set_agent_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
         return self._send("POST", f"/v1/agents/{name}/{'disable' if disabled else 'enable'}")
 
-    def create_user(self, name: str, role: str) -> dict[str, Any]:
-        return self._send("POST", "/v1/users", json={"name": name, "role": role})
+    def create_user(
+        self, name: str, role: str, *, groups: list[str] = (), password: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role, "groups": list(groups)}
+        if password is not None:
+            body["password"] = password
+        return self._send("POST", "/v1/users", json=body)
+
+    def set_password(self, name: str, password: str) -> None:
+        self._send("POST", f"/v1/users/{name}/password", json={"password": password})
+
+    def set_user_disabled(self, name: str, disabled: bool) -> None:
+        self._send("POST", f"/v1/users/{name}/{'disable' if disabled else 'enable'}")
 
     def request_grant(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._send(
@@ -198,8 +227,13 @@ class RemoteBackend:
     def grant_calls(self, grant_id: str) -> list[dict[str, Any]]:
         return self._send("GET", f"/v1/grants/{grant_id}/calls")["calls"]
 
-    def decide(self, grant_id: str, verb: str, comment: str) -> dict[str, Any]:
-        return self._send("POST", f"/v1/grants/{grant_id}/{verb}", json={"comment": comment})
+    def decide(
+        self, grant_id: str, verb: str, comment: str, fingerprint: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"comment": comment}
+        if fingerprint is not None:
+            body["fingerprint"] = fingerprint
+        return self._send("POST", f"/v1/grants/{grant_id}/{verb}", json=body)
 
     def audit_events(
         self, after_seq: int, limit: int, grant_id: str | None, agent: str | None

@@ -11,6 +11,7 @@ from rich.text import Text
 
 STATUS_STYLE = {
     "active": "green",
+    "used": "cyan",
     "pending": "yellow",
     "denied": "red",
     "revoked": "magenta",

@@ -34,6 +34,7 @@ from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup
 from jitgate.gateway.upstream import Upstream
 from jitgate.grants.credentials import MasterKey
+from jitgate.grants.service import consume_one_call
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Call:
     operation: Operation | None = None
     access: list[Access] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    body_read: bool = False  # the whole request body has been received
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -158,8 +160,15 @@ class AwsEndpoint:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=_headers(scope),
         )
+
+        async def tracked_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                call.body_read = True
+            return message
+
         try:
-            await self._handle(call, receive, send)
+            await self._handle(call, tracked_receive, send)
         except AwsError as error:
             await self._deny(call, error, send)
         except AuditUnavailable as exc:
@@ -275,12 +284,21 @@ class AwsEndpoint:
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
 
+        data = call.event_data()
+
         def still_live(connection: Connection) -> None:
             # Checked again in the transaction that records the call, so a revocation that
             # committed while this call was being checked still stops it.
             self._check_live(self.lookup.refreshed(connection, grant), now)
+            # A one-exact-call grant is used up by the call it lets through, in this same
+            # transaction: of two racing calls exactly one is recorded as allowed.
+            if call.access and operation is not None:
+                used = consume_one_call(connection, grant.id, operation.name, now)
+                if used == "consumed":
+                    data["one_call"] = True  # written with this event: it used the grant
+                elif used is not None:
+                    raise AwsError("AccessDenied", used)
 
-        data = call.event_data()
         await self.batcher.record(
             NewEvent(
                 "call.allowed",
@@ -306,6 +324,10 @@ class AwsEndpoint:
             raise AwsError("AccessDenied", f"grant {grant.id} is waiting for approval")
         if grant.status == "revoked":
             raise AwsError("AccessDenied", f"grant {grant.id} was revoked")
+        if grant.status == "used":
+            raise AwsError(
+                "AccessDenied", f"grant {grant.id} permitted one call and it has been made"
+            )
         if grant.status in ("denied", "lapsed"):
             raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
         if grant.status == "expired" or grant.expires_at is None or now >= grant.expires_at:
@@ -347,6 +369,11 @@ class AwsEndpoint:
         status, headers, body = render(
             error, protocol, call.request_id, service=call.service, head=call.method == "HEAD"
         )
+        if not call.body_read and _may_have_body(call.headers):
+            # Refused before its body was read: the client may still be sending it, or be
+            # waiting for "100 Continue" and never send it. Close the connection after this
+            # answer so that unread bytes are never parsed as (part of) the next request.
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -492,6 +519,8 @@ class AwsEndpoint:
         out.update(signed)
         out.pop("host")
         url = destination.url(raw_path, query)
+        if data is not None and not isinstance(data, bytes):
+            data = _noting_rejection(data, counter)
         started = False
         try:
             async with self.upstream.session.request(
@@ -527,6 +556,10 @@ class AwsEndpoint:
             self._record_outcome(call, 400, counter.bytes, 0, None, exc.error.message)
             raise exc.error from None
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if not started and counter.rejected is not None:
+                # aiohttp wraps what the body iterator raised in a connection error.
+                self._record_outcome(call, 400, counter.bytes, 0, None, counter.rejected.message)
+                raise counter.rejected from None
             if started:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
                 self._record_outcome(
@@ -542,6 +575,7 @@ class AwsEndpoint:
 # --- body helpers -------------------------------------------------------------------------------
 class _Counter:
     bytes = 0
+    rejected: AwsError | None = None  # why the request body was refused mid-stream
 
 
 class _BodyRejected(Exception):
@@ -581,6 +615,19 @@ async def _receive_stream(receive: Receive, counter: _Counter) -> AsyncIterator[
             return
 
 
+async def _noting_rejection(
+    source: AsyncIterator[bytes], counter: _Counter
+) -> AsyncIterator[bytes]:
+    """Pass the body through, keeping the reason if it is refused (aiohttp, which iterates it
+    to send it upstream, reports only a connection error)."""
+    try:
+        async for chunk in source:
+            yield chunk
+    except _BodyRejected as exc:
+        counter.rejected = exc.error
+        raise
+
+
 async def _hash_checked(source: AsyncIterator[bytes], expected: str) -> AsyncIterator[bytes]:
     """Pass the body through, holding back one piece until its SHA-256 is known to match.
 
@@ -607,15 +654,24 @@ async def _hash_checked(source: AsyncIterator[bytes], expected: str) -> AsyncIte
 async def _decoded(
     source: AsyncIterator[bytes], decoder: sigv4.ChunkedPayloadDecoder
 ) -> AsyncIterator[bytes]:
-    """Decode (and verify, chunk by chunk) an aws-chunked body; a bad chunk aborts the call."""
+    """Decode (and verify, chunk by chunk) an aws-chunked body; a bad chunk aborts the call.
+
+    The last decoded piece is held back until the final chunk (and any trailer) has checked:
+    the upstream must never receive a whole body whose end was not verified.
+    """
+    held = b""
     try:
         async for chunk in source:
             out = decoder.feed(chunk)
             if out:
-                yield out
+                if held:
+                    yield held
+                held = out
         decoder.finish()
     except sigv4.SigV4Error as exc:
         raise _BodyRejected(AwsError(exc.code, exc.message)) from None
+    if held:
+        yield held
 
 
 def _check_buffered_hash(info: sigv4.SignedRequestInfo, body: bytes) -> None:
@@ -644,6 +700,13 @@ def _with_body(request: AwsRequest, body: bytes) -> AwsRequest:
         request.region,
         request.bucket_from_host,
     )
+
+
+def _may_have_body(headers: dict[str, str]) -> bool:
+    if "transfer-encoding" in headers:
+        return True
+    length = headers.get("content-length", "").strip()
+    return bool(length) and (not length.isdigit() or int(length) > 0)
 
 
 def _answered_locally(operation: Operation) -> bool:

@@ -65,6 +65,11 @@ class MasterKey:
         message = purpose + b"\0" + b"\0".join(p.encode() for p in parts)
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for another use (e.g. the console's cookie signing), independent of
+        every grant secret because the purpose is part of the MAC input."""
+        return self._mac(b"derived-key", purpose)
+
     def secret_access_key(self, access_key_id: str, grant_id: str) -> str:
         return base64.b64encode(self._mac(b"grant-secret", access_key_id, grant_id)).decode()[:40]
 

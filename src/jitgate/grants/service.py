@@ -3,16 +3,19 @@ its audit events in one transaction, so the record and the state can never disag
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from jitgate.approvals import rules
 from jitgate.audit.log import AuditLog, NewEvent, append
 from jitgate.clock import Clock, isoformat
 from jitgate.errors import Conflict, Forbidden, InvalidRequest, JitgateError, NotFound
@@ -23,9 +26,12 @@ from jitgate.policy.engine import AUTO, DENIED, PolicyEngine
 from jitgate.policy.source import MAX_GRANT_SECONDS
 from jitgate.scope import Scope, build_scope
 from jitgate.store.db import Database
-from jitgate.store.schema import agents, approvals, grants
+from jitgate.store.schema import agents, approvals, grants, users
 
 MAX_REASON = 1000
+_OPERATION = re.compile(r"[A-Za-z][A-Za-z0-9]{0,99}")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,23 @@ class Grant:
     ended_by: str | None
     access_key_id: str | None
     approvals: tuple[dict[str, Any], ...] = field(default=())
+    requested_by: str | None = None
+    # One-exact-call grants: {"operation": "DeleteObject" | None}; the grant permits one call.
+    one_call: dict[str, Any] | None = None
+    risk: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What an approver approves: see ``jitgate.approvals.rules.fingerprint``."""
+        return rules.fingerprint(
+            grant_id=self.id,
+            agent=self.agent,
+            actions=self.actions,
+            resources=self.resources,
+            duration_seconds=self.duration_seconds,
+            reason=self.reason,
+            one_call=self.one_call,
+        )
 
     def is_live(self, now: datetime) -> bool:
         return (
@@ -82,6 +105,10 @@ class Grant:
             "decision": self.decision,
             "approvals_required": self.approvals_required,
             "approvals": list(self.approvals),
+            "requested_by": self.requested_by,
+            "one_call": self.one_call,
+            "risk": self.risk,
+            "fingerprint": self.fingerprint,
         }
         if credentials is not None:
             out["credentials"] = credentials.as_dict()
@@ -116,6 +143,9 @@ def _grant(row: Any, approval_rows: Sequence[Any] = ()) -> Grant:
             }
             for a in approval_rows
         ),
+        requested_by=getattr(row, "requested_by", None),
+        one_call=dict(row.one_call) if getattr(row, "one_call", None) is not None else None,
+        risk=getattr(row, "risk", None),
     )
 
 
@@ -162,6 +192,9 @@ class GrantService:
         self.master_key = master_key
         self.settings = settings or GrantSettings()
         self.audit = AuditLog(db)
+        # Called with each new pending grant after it is committed (jitgate.approvals.notify).
+        # It must not block; whatever it raises is logged and never changes the decision.
+        self.on_pending: Callable[[Grant], None] | None = None
 
     # --- requesting -----------------------------------------------------------------------
     def request(
@@ -173,11 +206,14 @@ class GrantService:
         duration_seconds: int | None = None,
         reason: str = "",
         agent: str | None = None,
+        one_call: bool = False,
+        operation: str | None = None,
     ) -> tuple[Grant, Credentials | None]:
         """Validate, decide and record a grant request.
 
         Invalid requests raise (and are recorded as ``grant.refused``); policy denials return a
-        grant with status ``denied``.
+        grant with status ``denied``. With ``one_call`` the grant permits exactly one call within
+        its scope (of ``operation``, when named), once; its duration is the window to make it.
         """
         now = self.clock.now()
         agent_name = principal.name if principal.is_agent else agent
@@ -204,6 +240,7 @@ class GrantService:
                     raise Forbidden(f"agent {agent_name!r} is disabled")
                 groups = record.groups
             scope = build_scope(actions, resources, self.settings.sensitive_arns)
+            call = check_one_call(one_call, operation, scope)
         except JitgateError as exc:
             self.record_refusal(
                 principal, agent_name, actions, resources, duration_seconds, exc, now
@@ -212,7 +249,7 @@ class GrantService:
         self.policy.reload_if_changed()
         decision = self.policy.decide(agent_name, groups, scope, duration, clean_reason)
         return self._store_request(
-            principal, agent_name, scope, duration, clean_reason, decision, now
+            principal, agent_name, scope, duration, clean_reason, decision, now, one_call=call
         )
 
     def record_refusal(
@@ -257,6 +294,8 @@ class GrantService:
         reason: str,
         decision: Any,
         now: datetime,
+        *,
+        one_call: dict[str, Any] | None = None,
     ) -> tuple[Grant, Credentials | None]:
         grant_id = new_grant_id()
         status = {AUTO: states.ACTIVE, DENIED: states.DENIED}.get(decision.route, states.PENDING)
@@ -273,6 +312,9 @@ class GrantService:
             "decision": decision.as_dict(),
             "approvals_required": decision.approvals_required,
             "requested_at": now,
+            "requested_by": principal.actor,
+            "one_call": one_call,
+            "risk": rules.risk_tier(scope.pairs),
         }
         events = [
             NewEvent(
@@ -285,6 +327,7 @@ class GrantService:
                     "resources": list(scope.resources),
                     "duration_seconds": duration,
                     "reason": reason,
+                    **({"one_call": one_call} if one_call is not None else {}),
                 },
             ),
             NewEvent(
@@ -329,6 +372,11 @@ class GrantService:
             append(connection, now, events)
         row = SimpleNamespace(**({column.name: None for column in grants.columns} | values))
         grant = _grant(row)
+        if status == states.PENDING and self.on_pending is not None:
+            try:
+                self.on_pending(grant)
+            except Exception:  # a notification never changes or blocks a decision
+                log.exception("notifying about pending grant %s failed", grant_id)
         # Credentials go only to the agent itself, never to an admin acting for it.
         return grant, self._credentials_for(grant) if principal.is_agent else None
 
@@ -425,18 +473,69 @@ class GrantService:
         owner = connection.execute(
             select(agents.c.owner).where(agents.c.name == grant.agent)
         ).scalar_one()
-        if principal.kind == "user" and owner == principal.name:
-            raise Forbidden(
-                f"{principal.name!r} owns agent {grant.agent!r} and cannot decide its grants"
-            )
+        why_not = rules.may_decide(
+            actor=principal.actor,
+            user_name=principal.name,
+            role=principal.role,
+            user_groups=principal.groups,
+            requested_by=grant.requested_by,
+            agent_owner=owner,
+            agent=grant.agent,
+            groups=grant.decision.get("approver_groups", []),
+        )
+        if why_not is not None:
+            raise Forbidden(why_not)
 
-    def approve(self, principal: Principal, grant_id: str, comment: str = "") -> Grant:
-        return self._decide(principal, grant_id, comment, approve=True)
+    def approval_state(self, connection: Connection, grant: Grant) -> rules.ApprovalState:
+        """The approvals that count for ``grant`` as it is now (see ``rules.approval_state``)."""
+        rows = connection.execute(
+            select(approvals.c.approver, approvals.c.decision, approvals.c.fingerprint)
+            .where(approvals.c.grant_id == grant.id)
+            .order_by(approvals.c.id)
+        ).all()
+        names = [r.approver.split(":", 1)[1] for r in rows if r.approver.startswith("user:")]
+        groups: dict[str, tuple[str, ...]] = {}
+        if names:
+            for name, user_groups in connection.execute(
+                select(users.c.name, users.c.groups).where(users.c.name.in_(names))
+            ):
+                groups[f"user:{name}"] = tuple(user_groups or ())
+        votes = [
+            rules.Vote(r.approver, groups.get(r.approver, ()), r.decision, r.fingerprint)
+            for r in rows
+        ]
+        return rules.approval_state(
+            votes,
+            required=grant.approvals_required,
+            groups=grant.decision.get("approver_groups", []),
+            current_fingerprint=grant.fingerprint,
+        )
+
+    def approve(
+        self,
+        principal: Principal,
+        grant_id: str,
+        comment: str = "",
+        *,
+        fingerprint: str | None = None,
+    ) -> Grant:
+        """Approve a pending grant. With ``fingerprint`` (what the approver was shown; the
+        console and the CLI always send it) a request that differs from it is refused."""
+        return self._decide(principal, grant_id, comment, approve=True, fingerprint=fingerprint)
 
     def deny(self, principal: Principal, grant_id: str, comment: str = "") -> Grant:
+        """Deny a pending grant: any one denial ends the request."""
         return self._decide(principal, grant_id, comment, approve=False)
 
-    def _decide(self, principal: Principal, grant_id: str, comment: str, *, approve: bool) -> Grant:
+    def _decide(
+        self,
+        principal: Principal,
+        grant_id: str,
+        comment: str,
+        *,
+        approve: bool,
+        fingerprint: str | None = None,
+    ) -> Grant:
         if not isinstance(comment, str) or len(comment) > MAX_REASON:
             raise InvalidRequest(f"comment must be text of at most {MAX_REASON} characters")
         now = self.clock.now()
@@ -453,6 +552,12 @@ class GrantService:
                     raise Conflict(
                         f"grant {grant_id} lapsed at {isoformat(grant.lapse_at)}; nothing to {verb}"
                     )
+                current = grant.fingerprint
+                if approve and fingerprint is not None and fingerprint != current:
+                    raise Conflict(
+                        f"grant {grant_id} is not the request you were shown "
+                        "(its fingerprint differs); review it again before approving"
+                    )
                 connection.execute(
                     insert(approvals).values(
                         grant_id=grant_id,
@@ -460,14 +565,18 @@ class GrantService:
                         decision=verb,
                         comment=comment,
                         created_at=now,
+                        fingerprint=current,
                     )
                 )
+                data: dict[str, Any] = {"comment": comment}
+                if approve:
+                    data["fingerprint"] = current
                 event = NewEvent(
                     "grant.approval" if approve else "grant.denied",
                     principal.actor,
                     agent=grant.agent,
                     grant_id=grant_id,
-                    data={"comment": comment},
+                    data=data,
                 )
                 if not approve:
                     self._transition(
@@ -479,19 +588,15 @@ class GrantService:
                         now,
                     )
                 else:
-                    count = connection.execute(
-                        select(func.count())
-                        .select_from(approvals)
-                        .where(approvals.c.grant_id == grant_id, approvals.c.decision == "approve")
-                    ).scalar_one()
-                    if count >= max(1, grant.approvals_required):
+                    state = self.approval_state(connection, grant)
+                    if state.satisfied:
                         values = self._activation(now, grant.duration_seconds)
                         approved = NewEvent(
                             "grant.approved",
                             principal.actor,
                             agent=grant.agent,
                             grant_id=grant_id,
-                            data={"approvals": count},
+                            data={"approvals": state.approvals, "fingerprint": current},
                         )
                         self._transition(
                             connection,
@@ -647,4 +752,58 @@ class GrantService:
         return len(events)
 
 
-__all__ = ["LOCAL_ADMIN", "Grant", "GrantService", "GrantSettings"]
+def check_one_call(
+    one_call: object, operation: object, scope: Scope
+) -> dict[str, Any] | None:
+    """The ``one_call`` column for a request: None for a time window, else the exact call."""
+    if one_call is None or one_call is False:
+        if operation is not None:
+            raise InvalidRequest("operation is only meaningful with one_call: true")
+        return None
+    if one_call is not True:
+        raise InvalidRequest(f"one_call must be true or false, got {one_call!r}")
+    if operation is not None and (
+        not isinstance(operation, str) or _OPERATION.fullmatch(operation) is None
+    ):
+        raise InvalidRequest(
+            f"operation must be an API operation name such as DeleteObject, got {operation!r}"
+        )
+    prefixed = [p.resource for p in scope.pairs if p.prefix]
+    if prefixed:
+        raise InvalidRequest(
+            f"a one-call grant names exact resources; {prefixed[0]} is a prefix"
+        )
+    return {"operation": operation}
+
+
+def consume_one_call(
+    connection: Connection, grant_id: str, operation: str, now: datetime
+) -> str | None:
+    """Use up a one-exact-call grant for a call, in the caller's transaction.
+
+    Returns None when the grant is not a one-call grant (nothing to do), "consumed" when this
+    call used it (the grant is now ``used``), or a refusal message. The conditional UPDATE on
+    the current status means that of two racing calls exactly one consumes the grant: the other
+    finds it no longer active (SQLite serialises writers; PostgreSQL re-checks the row after
+    the first transaction commits).
+    """
+    row = connection.execute(
+        select(grants.c.one_call, grants.c.status).where(grants.c.id == grant_id)
+    ).one()
+    if row.one_call is None:
+        return None
+    wanted = row.one_call.get("operation")
+    if wanted and wanted != operation:
+        return f"grant {grant_id} permits one {wanted} call, not {operation}"
+    states.check_transition(states.ACTIVE, states.USED, grant_id)
+    result = connection.execute(
+        update(grants)
+        .where(grants.c.id == grant_id, grants.c.status == states.ACTIVE)
+        .values(status=states.USED, ended_at=now, ended_by="jitgate")
+    )
+    if result.rowcount != 1:
+        return f"grant {grant_id} permitted one call and it has been made"
+    return "consumed"
+
+
+__all__ = ["LOCAL_ADMIN", "Grant", "GrantService", "GrantSettings", "consume_one_call"]

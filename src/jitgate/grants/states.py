@@ -2,7 +2,7 @@
 
 requested -> denied | pending | active
 pending   -> active (approved) | denied | lapsed | revoked (withdrawn)
-active    -> expired | revoked
+active    -> expired | revoked | used (a one-exact-call grant after its call)
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ DENIED = "denied"
 EXPIRED = "expired"
 REVOKED = "revoked"
 LAPSED = "lapsed"
+USED = "used"
 
-STATUSES = (PENDING, ACTIVE, DENIED, EXPIRED, REVOKED, LAPSED)
-FINAL = frozenset({DENIED, EXPIRED, REVOKED, LAPSED})
+STATUSES = (PENDING, ACTIVE, DENIED, EXPIRED, REVOKED, LAPSED, USED)
+FINAL = frozenset({DENIED, EXPIRED, REVOKED, LAPSED, USED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     REQUESTED: frozenset({DENIED, PENDING, ACTIVE}),
     PENDING: frozenset({ACTIVE, DENIED, LAPSED, REVOKED}),
-    ACTIVE: frozenset({EXPIRED, REVOKED}),
+    ACTIVE: frozenset({EXPIRED, REVOKED, USED}),
     DENIED: frozenset(),
     EXPIRED: frozenset(),
     REVOKED: frozenset(),
     LAPSED: frozenset(),
+    USED: frozenset(),
 }
 
 

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from jitgate.audit.log import NewEvent, append
 from jitgate.clock import Clock, isoformat
 from jitgate.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from jitgate.identity import tokens
+from jitgate.identity import passwords, tokens
 from jitgate.store.db import Database
-from jitgate.store.schema import agents, users
+from jitgate.store.schema import agents, console_sessions, users
 
 ROLES = ("admin", "approver", "auditor")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -173,11 +173,25 @@ class IdentityService:
 
     # --- users --------------------------------------------------------------------------
     def create_user(
-        self, name: str, role: str, *, actor: Principal = LOCAL_ADMIN
+        self,
+        name: str,
+        role: str,
+        *,
+        actor: Principal = LOCAL_ADMIN,
+        groups: Sequence[str] = (),
+        password: str | None = None,
+        oidc_subject: str | None = None,
     ) -> tuple[dict[str, Any], str]:
+        """Create a person; returns the record and their API token (shown once, stored hashed).
+
+        ``groups`` are approver groups (``@approver_group``); ``password`` enables console
+        sign-in with an argon2id hash; ``oidc_subject`` links an OpenID Connect identity.
+        """
         check_name("user", name)
         if role not in ROLES:
             raise InvalidRequest(f"role {role!r} is invalid: use one of {', '.join(ROLES)}")
+        clean_groups = list(dict.fromkeys(check_name("group", g) for g in groups))
+        password_hash = passwords.hash_password(password) if password is not None else None
         issued = tokens.issue(tokens.USER)
         now = self.clock.now()
         with self.db.write() as connection:
@@ -191,17 +205,25 @@ class IdentityService:
                     role=role,
                     token_id=issued.token_id,
                     token_hash=issued.token_hash,
-                    password_hash=None,
+                    password_hash=password_hash,
                     disabled=False,
                     created_at=now,
+                    groups=clean_groups,
+                    oidc_subject=oidc_subject,
                 )
             )
-            append(
-                connection,
-                now,
-                [NewEvent("user.created", actor.actor, data={"name": name, "role": role})],
-            )
-        return {"name": name, "role": role, "created_at": isoformat(now)}, issued.token
+            data: dict[str, Any] = {"name": name, "role": role}
+            if clean_groups:
+                data["groups"] = clean_groups
+            if password_hash is not None:
+                data["password"] = True
+            if oidc_subject is not None:
+                data["oidc_subject"] = oidc_subject
+            append(connection, now, [NewEvent("user.created", actor.actor, data=data)])
+        record = {"name": name, "role": role, "created_at": isoformat(now)}
+        if clean_groups:
+            record["groups"] = clean_groups
+        return record, issued.token
 
     def list_users(self) -> list[dict[str, Any]]:
         with self.db.read() as connection:
@@ -212,15 +234,70 @@ class IdentityService:
                     "role": r.role,
                     "disabled": bool(r.disabled),
                     "created_at": isoformat(r.created_at),
+                    "groups": list(r.groups or ()),
+                    "password": r.password_hash is not None,
+                    "sso": r.oidc_subject is not None,
                 }
                 for r in rows
             ]
+
+    def set_user_disabled(
+        self, name: str, disabled: bool, *, actor: Principal = LOCAL_ADMIN
+    ) -> None:
+        """Disable or enable a person; disabling also ends their console sessions at once."""
+        now = self.clock.now()
+        with self.db.write() as connection:
+            if not self._user_exists(connection, name):
+                raise NotFound(f"no user named {name!r}")
+            connection.execute(
+                update(users).where(users.c.name == name).values(disabled=disabled)
+            )
+            if disabled:
+                connection.execute(delete(console_sessions).where(console_sessions.c.user == name))
+            event = "user.disabled" if disabled else "user.enabled"
+            append(connection, now, [NewEvent(event, actor.actor, data={"name": name})])
+
+    def set_password(self, name: str, password: str, *, actor: Principal = LOCAL_ADMIN) -> None:
+        """Set a person's console password (argon2id); their other sessions end."""
+        password_hash = passwords.hash_password(password)
+        now = self.clock.now()
+        with self.db.write() as connection:
+            if not self._user_exists(connection, name):
+                raise NotFound(f"no user named {name!r}")
+            connection.execute(
+                update(users).where(users.c.name == name).values(password_hash=password_hash)
+            )
+            connection.execute(delete(console_sessions).where(console_sessions.c.user == name))
+            append(
+                connection, now, [NewEvent("user.password_set", actor.actor, data={"name": name})]
+            )
+
+    def check_password(self, name: str, password: str) -> Principal | None:
+        """The person signing in with ``name`` and ``password``, or None (same work either way)."""
+        with self.db.read() as connection:
+            row = connection.execute(select(users).where(users.c.name == name)).first()
+        stored = row.password_hash if row is not None else None
+        if not passwords.verify_password(stored, password) or row is None or row.disabled:
+            return None
+        return Principal("user", row.name, row.role, tuple(row.groups or ()))
+
+    def user_principal(self, name: str) -> Principal | None:
+        """An enabled person as a Principal (role and groups as stored now), or None."""
+        with self.db.read() as connection:
+            row = connection.execute(select(users).where(users.c.name == name)).first()
+        if row is None or row.disabled:
+            return None
+        return Principal("user", row.name, row.role, tuple(row.groups or ()))
 
     # --- authentication -----------------------------------------------------------------
     def authenticate(self, token: str) -> Principal:
         """The principal behind a bearer token, or Unauthorized (never saying which part failed)."""
         parsed = tokens.parse(token)
         if parsed is None:
+            if token.startswith("jgw_"):  # an agent session exchanged for an OIDC token
+                from jitgate.identity.workload import authenticate_session
+
+                return authenticate_session(self.db, self.clock, token)  # type: ignore[no-any-return]
             raise Unauthorized("invalid bearer token")
         table = agents if parsed.kind == tokens.AGENT else users
         with self.db.read() as connection:
@@ -236,7 +313,7 @@ class IdentityService:
             raise Unauthorized(f"{'agent' if table is agents else 'user'} {row.name!r} is disabled")
         if table is agents:
             return Principal("agent", row.name, None, tuple(row.groups))
-        return Principal("user", row.name, row.role)
+        return Principal("user", row.name, row.role, tuple(row.groups or ()))
 
     @staticmethod
     def _agent_row(connection: Connection, name: str) -> Any:

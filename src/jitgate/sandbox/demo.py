@@ -61,6 +61,7 @@ def main() -> int:
         seed_demo_data(moto)
         init_home(home)
         core = build(load_settings(home))
+        _ship_the_record_out(core, moto, home)
         endpoint = build_aws_endpoint(
             core,
             upstream_endpoint=moto.endpoint,
@@ -185,6 +186,7 @@ def _story(core, control_url: str, endpoint_url: str, moto_url: str) -> int:  # 
         "grant.expired",
     ):
         expect(wanted in types, f"the record holds {wanted}")
+    _verify_from_the_copy(core, control_url)
 
     console.print(
         Panel(
@@ -194,6 +196,77 @@ def _story(core, control_url: str, endpoint_url: str, moto_url: str) -> int:  # 
         )
     )
     return 0
+
+
+AUDIT_BUCKET, AUDIT_PREFIX = "jitgate-audit", "demo"
+
+
+def _ship_the_record_out(core, moto, home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Copies the database administrator cannot rewrite: an S3 bucket with Object Lock
+    (COMPLIANCE mode), written with jitgate's own AWS identity, and an append-only file."""
+    from jitgate.audit.sinks import FileSink, S3Sink
+
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket=AUDIT_BUCKET, ObjectLockEnabledForBucket=True)
+    core.integrity.set_sinks(
+        [S3Sink(s3, AUDIT_BUCKET, AUDIT_PREFIX, retain_days=1), FileSink(home / "audit.jsonl")]
+    )
+
+
+def _verify_from_the_copy(core, control_url: str) -> None:  # type: ignore[no-untyped-def]
+    from jitgate.audit.copies import FileCopy, S3Copy
+    from jitgate.audit.signing import Keyring
+    from jitgate.audit.verify import verify_record
+
+    step(8, "The record leaves jitgate's reach: signed, and shipped to write-once copies.")
+    core.integrity.checkpoint("manual")
+    shipped = core.integrity.ship()
+    expect(
+        not any(shipped.values()),
+        f"checkpoints (Ed25519) and events shipped to s3://{AUDIT_BUCKET}/{AUDIT_PREFIX} "
+        f"(Object Lock, COMPLIANCE) and {core.settings.home / 'audit.jsonl'}",
+    )
+    keys = Keyring.from_json(httpx.get(f"{control_url}/v1/audit/keys").text, "GET /v1/audit/keys")
+    s3 = core.integrity.sinks[0].client  # jitgate's own identity in the sandbox
+    copy = S3Copy(s3, AUDIT_BUCKET, AUDIT_PREFIX)
+    report = verify_record(copy=copy, keyring=keys)  # no database access at all
+    expect(
+        report.ok,
+        f"the S3 copy verifies on its own: {report.copy_events} events under "
+        f"{report.copy_checkpoints} signed checkpoints, keys from GET /v1/audit/keys",
+    )
+    denied = core.audit.events(types=["call.denied"])[0].seq
+    from sqlalchemy import text
+
+    from jitgate.audit.chain import event_hash
+
+    with core.db.write() as connection:  # someone with the database erases the refusal...
+        rows = connection.execute(
+            text("SELECT seq, body FROM audit_events WHERE seq >= :s ORDER BY seq"), {"s": denied}
+        ).all()
+        previous = connection.execute(
+            text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": denied - 1}
+        ).scalar_one()
+        for seq, body in rows:  # ...rewrites it as harmless and recomputes every later hash
+            if seq == denied:
+                body = body.replace('"type":"call.denied"', '"type":"call.completed"')
+            digest = event_hash(previous, body)
+            connection.execute(
+                text("UPDATE audit_events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"b": body, "p": previous, "h": digest, "s": seq},
+            )
+            previous = digest
+        connection.execute(text("UPDATE audit_head SET hash = :h"), {"h": previous})
+    report = core.integrity.verify(S3Copy(s3, AUDIT_BUCKET, AUDIT_PREFIX), keyring=keys)
+    named = [p.message for p in report.problems if p.seq == denied]
+    console.print(f"   {named[0] if named else report.problems}", highlight=False)
+    expect(
+        core.audit.verify().ok and not report.ok and bool(named),
+        f"an attacker with the database rewrote event {denied} and every later hash; the chain "
+        f"alone still verifies, the S3 copy names the edit",
+    )
+    file_report = core.integrity.verify(FileCopy(core.settings.home / "audit.jsonl"), keyring=keys)
+    expect(not file_report.ok, "so does the append-only file copy")
 
 
 def _error_of(call) -> tuple[str, str]:  # type: ignore[no-untyped-def]

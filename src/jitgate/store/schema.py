@@ -74,6 +74,10 @@ users = Table(
     Column("password_hash", String(255), nullable=True),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Migration 0004: approver groups (@approver_group) and the OpenID Connect subject.
+    Column("groups", JSON, nullable=True),
+    Column("oidc_subject", String(255), nullable=True),
+    Index("ux_users_oidc_subject", "oidc_subject", unique=True),
 )
 
 grants = Table(
@@ -96,6 +100,10 @@ grants = Table(
     Column("ended_at", UTCDateTime, nullable=True),
     Column("ended_by", String(80), nullable=True),
     Column("access_key_id", String(32), nullable=True, unique=True),
+    # Migration 0004: who asked (no self-approval), one-exact-call grants, the risk tier.
+    Column("requested_by", String(80), nullable=True),
+    Column("one_call", JSON, nullable=True),
+    Column("risk", String(16), nullable=True),
     Index("ix_grants_status_expires", "status", "expires_at"),
     Index("ix_grants_status_lapse", "status", "lapse_at"),
     Index("ix_grants_agent_requested", "agent", "requested_at"),
@@ -110,6 +118,8 @@ approvals = Table(
     Column("decision", String(8), nullable=False),
     Column("comment", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
+    # Migration 0004: the fingerprint of exactly what the approver was shown.
+    Column("fingerprint", String(64), nullable=True),
     UniqueConstraint("grant_id", "approver", name="uq_approvals_grant_approver"),
 )
 
@@ -139,4 +149,89 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# Signed checkpoints over the chain (jitgate.audit.checkpoint). ``body`` is the signed canonical
+# JSON; the other columns repeat fields of it for queries. Migration 0002.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column(
+        "number",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("first_seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("last_seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("key_fingerprint", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Where each external copy (sink) has got to; operational state, not evidence. Migration 0002.
+audit_sink_cursors = Table(
+    "audit_sink_cursors",
+    metadata,
+    Column("sink", String(255), primary_key=True),
+    Column("checkpoint_number", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("shipped_seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("keys", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+)
+
+# Console sign-in sessions (jitgate.web). Only sha256 of the session id is stored. Migration 0004.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user", String(64), ForeignKey("users.name"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_user", "user"),
+)
+
+# Failed console sign-ins per account and per client address (the rate limit). Migration 0004.
+signin_throttle = Table(
+    "signin_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime, nullable=True),
+)
+
+# Workload identity (jitgate.identity.workload). Migration 0003_workload.
+# Every accepted OIDC token's (issuer, jti) until it expires: a token is exchanged once only.
+workload_jti = Table(
+    "workload_jti",
+    metadata,
+    Column("issuer", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_workload_jti_expires", "expires_at"),
+)
+
+# Agent sessions issued for an exchanged OIDC token; only sha256 of the secret is stored.
+workload_sessions = Table(
+    "workload_sessions",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("agent", String(64), ForeignKey("agents.name"), nullable=False),
+    Column("issuer", String(255), nullable=False),
+    Column("subject", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_workload_sessions_expires", "expires_at"),
 )

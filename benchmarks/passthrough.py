@@ -1,0 +1,168 @@
+"""A bare pass-through HTTP proxy on jitgate's own server stack: the floor of a Python hop.
+
+uvicorn (same configuration as jitgate's AWS endpoint: uvloop + httptools when installed, no
+access log, no lifespan) serving a plain ASGI app that forwards every request, unchanged and
+unchecked, over a pooled aiohttp session configured like jitgate's upstream, streaming both
+ways in the same 256 KiB pieces. No SigV4, no grant lookup, no audit: whatever jitgate costs
+beyond this is its checks, its record and its re-signing.
+
+Run: .venv/bin/python -m benchmarks.passthrough --upstream http://127.0.0.1:PORT --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+STREAM_CHUNK = 256 * 1024
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+    }
+)
+_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "server", "date"})
+
+
+class Passthrough:
+    """Forward every request to ``upstream`` as is (the Host header too, so signatures hold)."""
+
+    def __init__(self, upstream: str, read_bufsize: int | None = None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.read_bufsize = read_bufsize  # None: aiohttp's default, as jitgate uses
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # The same session settings as jitgate.gateway.upstream.Upstream.start.
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30, ttl_dns_cache=60)
+        extra = {"read_bufsize": self.read_bufsize} if self.read_bufsize else {}
+        self.session = aiohttp.ClientSession(
+            **extra,  # type: ignore[arg-type]
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        assert self.session is not None
+        headers: dict[str, str] = {}
+        streamed = False
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.lower()
+            if name in _HOP_BY_HOP:
+                streamed = streamed or name == b"transfer-encoding"
+                continue
+            headers[name.decode("latin-1")] = raw_value.decode("latin-1")
+        length = headers.get("content-length", "0")
+        data = _body(receive) if streamed or length != "0" else None
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = self.upstream + raw_path + (f"?{query}" if query else "")
+        try:
+            async with self.session.request(
+                scope["method"],
+                aiohttp.client.URL(url, encoded=True),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+            ) as response:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": [
+                            (name.lower(), value)
+                            for name, value in response.raw_headers
+                            if name.lower().decode("latin-1") not in _RESPONSE_DROP
+                        ],
+                    }
+                )
+                async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        except (TimeoutError, aiohttp.ClientError):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 502,
+                    "headers": [(b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise aiohttp.ClientPayloadError("client disconnected mid-body")
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def serve(upstream: str, port: int, read_bufsize: int | None = None) -> None:
+    app = Passthrough(upstream, read_bufsize)
+    await app.start()
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    try:
+        await server.serve()
+    finally:
+        await app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--upstream", required=True, help="http://HOST:PORT to forward to")
+    parser.add_argument("--port", type=int, required=True, help="port to listen on (127.0.0.1)")
+    parser.add_argument(
+        "--read-bufsize",
+        type=int,
+        default=None,
+        help="aiohttp read buffer (experiment; default: aiohttp's, as jitgate)",
+    )
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.upstream, args.port, args.read_bufsize))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Who must approve what (rules), what an approval is bound to, and who is told (notify)."""

@@ -1,0 +1,1 @@
+"""The approver console: server-rendered pages at /ui on the control listener."""
