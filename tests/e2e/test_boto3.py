@@ -357,14 +357,6 @@ def test_secret_by_name_and_by_full_arn_after_human_approval(stack: Stack) -> No
     assert_denied(excinfo, grant.id, "secretsmanager:GetSecretValue", secret_arn("prod/api"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "iam/arn.py covers(): a grant on secret 'prod/db' covers the ARN 'secret:prod/db-backup' "
-        "(any '-' + 6 characters is taken for the random suffix), but Secrets Manager resolves "
-        "that ARN as a partial ARN of the secret NAMED 'prod/db-backup'"
-    ),
-)
 def test_secret_grant_does_not_reach_a_secret_whose_name_extends_it(stack: Stack) -> None:
     grant = stack.request_grant(["secretsmanager:GetSecretValue"], [secret_arn("prod/db")])
     stack.core.grants.approve(stack.approver, grant.id, "e2e")

@@ -62,29 +62,27 @@ def test_a_wildcard_in_the_requested_arn_is_not_a_pattern() -> None:
 
 
 @pytest.mark.parametrize("granted", [SECRET, SECRET + "-??????"])
-def test_secret_without_suffix_covers_full_arn_and_name(granted: str) -> None:
-    assert covers(granted, SECRET + "-AbC123")
-    assert covers(granted, SECRET)
+def test_a_secret_granted_by_name_covers_calls_by_that_name(granted: str) -> None:
     assert covers(granted, SECRET, match="secret-name")
 
 
 @pytest.mark.parametrize(
     "requested",
     [
-        SECRET + "-AbC12",  # five characters: not a suffix
-        SECRET + "-AbC1234",  # seven
-        SECRET + "-Ab$123",  # not alphanumeric
-        SECRET + "/child-AbC123",  # a different secret under it
-        SECRET + "-extra-AbC123",  # the secret "prod/db-extra"
+        SECRET + "-AbC123",  # its full ARN, or the partial ARN of a secret named "prod/db-AbC123"
+        SECRET + "-backup",  # AWS reads this as the secret NAMED "prod/db-backup"
+        SECRET + "-AbC12",
+        SECRET + "/child-AbC123",
+        SECRET + "-extra-AbC123",
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/dbx-AbC123",
         "arn:aws:secretsmanager:us-east-1:210987654321:secret:prod/db-AbC123",
     ],
 )
-def test_secret_suffix_rule_does_not_cover_other_secrets(requested: str) -> None:
+def test_a_name_grant_never_guesses_a_suffix_on_an_arn_form_call(requested: str) -> None:
     assert not covers(SECRET, requested)
 
 
-def test_secret_with_a_suffix_covers_only_that_suffix() -> None:
+def test_an_arn_form_call_needs_a_grant_of_that_exact_arn() -> None:
     granted = SECRET + "-AbC123"
     assert covers(granted, SECRET + "-AbC123")
     assert not covers(granted, SECRET + "-XyZ789")

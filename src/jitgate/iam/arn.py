@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass
 
 PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b")
-_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}")
 
 
 @dataclass(frozen=True)
@@ -71,24 +70,19 @@ def covers(granted: str, requested: str, match: str = "exact") -> bool:
     - equal strings cover;
     - a prefix grant ("...reports/2026/*") covers every ARN that starts with its prefix;
     - "*" granted covers only "*" requested (actions without resource types);
-    - Secrets Manager: a grant naming a secret without its random suffix ("secret:prod/db") or
-      with IAM's "-??????" form covers that secret's full ARN ("secret:prod/db-AbC123") and a
-      call by that name; a call by name never matches a grant that names a different suffix,
-      because the name alone does not say which suffix it resolves to.
+    - Secrets Manager: no suffix guessing. A SecretId in ARN form is resolved by AWS as a full
+      ARN *or* as a partial ARN (a name), so "secret:prod/db-backup" may be the secret named
+      "prod/db-backup" rather than "prod/db" with a random suffix; it is covered only by a grant
+      naming that exact ARN. A call by name ("secret-name" match) is covered by a grant of the
+      same name-only ARN, or of IAM's "NAME-??????" form.
     """
     if granted == requested:
         return True
     prefix = prefix_of(granted)
     if prefix is not None and prefix and requested.startswith(prefix):
         return True
-    if _is_secret(granted) and _is_secret(requested):
-        base = granted[:-7] if granted.endswith("-??????") else granted
-        if match == "secret-name":
-            return requested == base
-        if requested == base:
-            return True
-        tail = requested[len(base) :]
-        return requested.startswith(base) and _SECRET_SUFFIX.fullmatch(tail) is not None
+    if match == "secret-name" and _is_secret(granted) and granted.endswith("-??????"):
+        return requested == granted[:-7]
     return False
 
 
