@@ -210,6 +210,8 @@ def test_racing_approvers_never_both_count_as_the_last(
                     outcomes.append(service.grants.approve(who, grant_id).status)
                 except Conflict:
                     outcomes.append("conflict")
+                except Exception as exc:  # shown in the assertion below
+                    outcomes.append(f"error: {exc!r}")
 
             threads = [
                 threading.Thread(target=approve, args=(service, who))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: Grant statuses after which nothing changes any more.
-FINAL_STATUSES = frozenset({"denied", "lapsed", "revoked", "expired"})
+FINAL_STATUSES = frozenset({"denied", "lapsed", "revoked", "expired", "used"})
 
 
 def parse_time(value: str | None) -> datetime | None:
