@@ -228,3 +228,40 @@ def test_a_deleted_object_in_an_unlocked_bucket_is_missing(
     assert report.problems[0].message.startswith(
         "copy: the batch of events 4..6 of checkpoint 2 is missing"
     )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["none", "alter", "relink", "skip", "repeat"],
+)
+def test_the_line_walker_agrees_with_the_row_walker(damage: str) -> None:
+    from jitgate.audit.chain import GENESIS
+    from jitgate.audit.verify import walk, walk_lines
+
+    rows = []
+    previous = GENESIS
+    for seq in range(1, 6):
+        body = canonical_json(
+            {
+                "seq": seq,
+                "ts": "t",
+                "type": "x",
+                "actor": "a",
+                "agent": None,
+                "grant_id": None,
+                "data": {"n": seq},
+            }
+        )
+        digest = event_hash(previous, body)
+        rows.append((seq, previous, digest, body))
+        previous = digest
+    if damage == "alter":
+        rows[2] = (3, rows[2][1], rows[2][2], rows[2][3].replace('"n":3', '"n":9'))
+    elif damage == "relink":
+        rows[2] = (3, "1" * 64, rows[2][2], rows[2][3])
+    elif damage == "skip":
+        del rows[2]
+    elif damage == "repeat":
+        rows.insert(3, rows[2])
+    lines = [event_line(r[1], r[2], r[3]).rstrip("\n") for r in rows]
+    assert walk_lines(lines, 1, GENESIS) == walk(rows, 1, GENESIS)

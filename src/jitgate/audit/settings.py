@@ -27,6 +27,7 @@ retain_days = 2555              # Object Lock COMPLIANCE retention per object
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,9 @@ def _sink(home: Path, raw: Any, where: str) -> SinkConfig:
         if "path" not in raw:
             raise ValueError(f"{where}: a file sink needs path")
         path = _path(home, raw["path"])
-        return SinkConfig("file", str(raw.get("name") or f"file:{path}"), path=path)
+        # the host is part of the default name: each server keeps a whole file of its own
+        name = raw.get("name") or f"file:{socket.gethostname()}:{path}"
+        return SinkConfig("file", str(name), path=path)
     if kind == "s3":
         if "url" in raw:
             bucket, prefix = split_s3_url(str(raw["url"]))

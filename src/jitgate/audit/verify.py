@@ -14,8 +14,9 @@ edited, deleted, inserted or reordered event, a truncated tail, a missing or rep
 checkpoint, a forged signature, or a copy that differs. It needs only a keyring of trusted
 public keys; the copy alone is enough (no database access).
 
-Speed: the copy's events are hashed once; database rows that equal the verified copy's rows
-are compared, not re-hashed. Sources are streamed, so memory stays at one checkpoint's events.
+Speed: the chain is hashed once. Where the database holds exactly the bytes of a copy's batches
+(whose hashes the checkpoint signed), the walk runs on the database rows and covers both.
+Sources are streamed, so memory stays at one checkpoint's events.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -724,15 +725,6 @@ class _DatabaseSide:
             rows, self._buffer = self._buffer, []
             yield rows
 
-    def trust(self, rows: list[Row]) -> None:
-        """Rows equal to the verified copy's: advance without hashing."""
-        if rows:
-            self.seq = rows[-1][0] + 1
-            self.running = rows[-1][2]
-            self.report.events_checked += len(rows)
-            self.last_seen = rows[-1]
-            self._checkpoints_through(rows)
-
     def walk(self, rows: list[Row]) -> None:
         if not rows:
             return
@@ -1043,6 +1035,41 @@ def _copy_pass(
         if side is not None:
             side.copy_checkpoint(cp.number, segment.body, segment.signature)
         joined, intact = _segment_data(cp, segment, report)
+        database = side.take_until(cp.last_seq) if side is not None else None
+        if (
+            side is not None
+            and database is not None
+            and intact
+            and not diverged
+            and cp.last_seq > side.pruned_to
+            and (side.seq, side.running) == (seq, running)
+            and len(database) == cp.events
+            and (not database or (database[0][0], database[-1][0]) == (cp.first_seq, cp.last_seq))
+            and batch_bytes(database) == joined
+        ):
+            # the database holds exactly the copy's bytes: walk the chain once, on its rows
+            broken = side.broken
+            side.walk(database)
+            if side.broken and not broken:
+                signed = report.problems[-1]
+                report.add(replace(signed, message=f"copy: {signed.message}", where="both"))
+            elif database and side.running != cp.head_hash:
+                report.add(
+                    Problem(
+                        "copy_differs",
+                        f"copy: the events of checkpoint {cp.number} do not end at its signed head",
+                        "both",
+                        cp.first_seq,
+                        cp.number,
+                    )
+                )
+            else:
+                report.copy_events += cp.events
+                report.matched_seq = cp.last_seq
+            seq, running = cp.last_seq + 1, cp.head_hash
+            report.copy_sealed_seq = cp.last_seq
+            report.copy_last_checkpoint = cp.number
+            continue
         lines: list[str] = []
         if intact:
             try:
@@ -1088,9 +1115,8 @@ def _copy_pass(
         seq, running = cp.last_seq + 1, cp.head_hash
         report.copy_sealed_seq = cp.last_seq
         report.copy_last_checkpoint = cp.number
-        if side is None:
+        if side is None or database is None:
             continue
-        database = side.take_until(cp.last_seq)
         if cp.last_seq <= side.pruned_to:
             continue
         if not intact or diverged:
@@ -1101,7 +1127,7 @@ def _copy_pass(
             and (not database or (database[0][0], database[-1][0]) == (cp.first_seq, cp.last_seq))
             and batch_bytes(database) == joined
         ):
-            side.trust(database)
+            side.walk(database)  # the copy was out of step; the database's rows match it
             report.matched_seq = cp.last_seq
             continue
         rows = parse_batch(joined)
