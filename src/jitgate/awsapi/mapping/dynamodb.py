@@ -17,16 +17,25 @@ prefix ``dynamodb``) are mapped here too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "dynamodb"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _ACCOUNT = r"\d{12}"
 _NAME = r"[A-Za-z0-9_.\-]{3,255}"
 _TABLE_NAME_RE = re.compile(_NAME)
@@ -45,23 +54,16 @@ _IMPORT_ARN_RE = re.compile(
     rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}/import/[A-Za-z0-9_.\-]+"
 )
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
+
+_refuse = refuser("dynamodb")
+_param = param_reader("dynamodb")
+_dedupe = dedupe
+_Arns = Arns
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"dynamodb {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
 
 
 def _text(op: Operation, key: str, value: Any, pattern: re.Pattern[str], what: str) -> str:
@@ -76,10 +78,6 @@ def _table_arn(op: Operation, ctx: MappingContext, value: Any, key: str = "Table
         return _text(op, key, value, _TABLE_ARN_RE, "table ARN")
     name = _text(op, key, value, _TABLE_NAME_RE, "table name")
     return f"arn:{ctx.partition}:dynamodb:{ctx.region}:{ctx.account}:table/{name}"
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,17 +358,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"dynamodb {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"dynamodb {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("dynamodb", _RULES, _REFUSED)

@@ -15,16 +15,24 @@ need permission on the key the alias currently points to, which the request does
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "kms"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _REGION_RE = re.compile(_REGION)
 _KEY_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
 _KEY_ID_RE = re.compile(_KEY_ID)
@@ -36,22 +44,11 @@ _ALIAS_NAME = r"alias/[A-Za-z0-9/_\-]{1,250}"
 _ALIAS_NAME_RE = re.compile(_ALIAS_NAME)
 _ALIAS_ARN_RE = re.compile(rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:{_ALIAS_NAME}")
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"kms {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("kms")
+_param = param_reader("kms")
+_dedupe = dedupe
 
 
 def _key_arn(op: Operation, ctx: MappingContext, value: Any, key: str = "KeyId") -> str:
@@ -243,17 +240,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"kms {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"kms {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("kms", _RULES, _REFUSED)

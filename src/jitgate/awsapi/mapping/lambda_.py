@@ -20,16 +20,26 @@ ARN ``...:function:f:prod``; operations without a ``Qualifier`` parameter take n
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    ROLE_ARN_RE,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "lambda"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _FUNCTION = r"[A-Za-z0-9_\-]{1,64}"
 _QUALIFIER = r"[A-Za-z0-9$_\-]{1,128}"
 _QUALIFIER_RE = re.compile(_QUALIFIER)
@@ -69,26 +79,15 @@ _DURABLE_EXECUTION_ARN_RE = re.compile(
     rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:{_FUNCTION}:{_QUALIFIER}"
     r"/durable-execution/[A-Za-z0-9_\-]{1,64}/[A-Za-z0-9_\-]{1,64}"
 )
-_ROLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+_ROLE_ARN_RE = ROLE_ARN_RE
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"lambda {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("lambda")
+_param = param_reader("lambda")
+_dedupe = dedupe
+_Arns = Arns
 
 
 def _function_arn(op: Operation, ctx: MappingContext, *, qualifiable: bool) -> tuple[str, bool]:
@@ -443,17 +442,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"lambda {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"lambda {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("lambda", _RULES, _REFUSED)

@@ -15,16 +15,26 @@ trailing ":*"). Actions with no resource type in the IAM reference map to "*".
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    ROLE_ARN_RE,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "logs"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _LOGS_ARN = rf"arn:{_PARTITION}:logs:{_REGION}:\d{{12}}"
 _GROUP = r"[A-Za-z0-9_./#\-]{1,512}"
 _GROUP_RE = re.compile(_GROUP)
@@ -42,25 +52,14 @@ _TAGGABLE_ARN_RE = re.compile(
     rf"|scheduled-query:[A-Za-z0-9\-]{{1,64}})"
 )
 _ANY_ARN_RE = re.compile(rf"arn:{_PARTITION}:[a-z0-9\-]+:{_REGION}:(?P<account>\d{{12}}):.+")
-_ROLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+_ROLE_ARN_RE = ROLE_ARN_RE
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"logs {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("logs")
+_param = param_reader("logs")
+_dedupe = dedupe
+_Arns = Arns
 
 
 def _group_arn_of(op: Operation, ctx: MappingContext, value: Any, key: str) -> str:
@@ -386,17 +385,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"logs {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"logs {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("logs", _RULES, _REFUSED)

@@ -13,16 +13,25 @@ A secret's ARN is its name plus "-" and six random characters. ``SecretId`` may 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    ROLE_ARN_RE,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "secretsmanager"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _SECRET_NAME = r"[A-Za-z0-9/_+=.@\-]{1,512}"
 _SECRET_NAME_RE = re.compile(_SECRET_NAME)
 _SECRET_ARN_RE = re.compile(
@@ -41,24 +50,13 @@ _LAMBDA_ARN_RE = re.compile(
     rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:"
     r"[A-Za-z0-9_\-]{1,64}(?::[A-Za-z0-9$_\-]{1,128})?"
 )
-_ROLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+_ROLE_ARN_RE = ROLE_ARN_RE
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"secretsmanager {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("secretsmanager")
+_param = param_reader("secretsmanager")
+_dedupe = dedupe
 
 
 def _secret(
@@ -199,17 +197,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"secretsmanager {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"secretsmanager {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("secretsmanager", _RULES, _REFUSED)

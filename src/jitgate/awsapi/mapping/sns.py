@@ -12,40 +12,39 @@ the subscription calls act on that topic. Attributes that name an IAM role for S
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    ROLE_ARN_RE,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "sns"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _TOPIC_NAME = r"[A-Za-z0-9_\-]{1,256}(?:\.fifo)?"
 _TOPIC_NAME_RE = re.compile(_TOPIC_NAME)
 _TOPIC_ARN = rf"arn:{_PARTITION}:sns:{_REGION}:\d{{12}}:{_TOPIC_NAME}"
 _TOPIC_ARN_RE = re.compile(_TOPIC_ARN)
 _SUBSCRIPTION_ARN_RE = re.compile(rf"(?P<topic>{_TOPIC_ARN}):[0-9a-fA-F\-]{{36}}")
-_ROLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+_ROLE_ARN_RE = ROLE_ARN_RE
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"sns {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("sns")
+_param = param_reader("sns")
+_dedupe = dedupe
+_Arns = Arns
 
 
 def _topic_arn_of(op: Operation, key: str, value: Any) -> str:
@@ -221,17 +220,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"sns {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"sns {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("sns", _RULES, _REFUSED)

@@ -12,17 +12,26 @@ else from the request's region. The batch operations need the non-batch IAM acti
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "sqs"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _QUEUE_NAME = r"[A-Za-z0-9_\-]{1,80}(?:\.fifo)?"
 _QUEUE_NAME_RE = re.compile(_QUEUE_NAME)
@@ -35,23 +44,12 @@ _AWS_HOST_RES = (
 )
 _LEGACY_HOST = "queue.amazonaws.com"
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
 
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"sqs {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
+_refuse = refuser("sqs")
+_param = param_reader("sqs")
+_dedupe = dedupe
+_Arns = Arns
 
 
 def _region_of_host(host: str) -> str | None:
@@ -193,17 +191,4 @@ _REFUSED: dict[str, str] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        reason = _REFUSED.get(op.name, "this operation is not mapped to IAM by jitgate")
-        raise UnsupportedOperation(f"sqs {op.name}: {reason}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"sqs {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("sqs", _RULES, _REFUSED)

@@ -13,16 +13,25 @@ Every other Systems Manager API (Run Command, sessions, documents, automation, .
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any
 
+from jitgate.awsapi.mapping.common import (
+    PARTITION,
+    REGION,
+    Arns,
+    Rule,
+    access_function,
+    dedupe,
+    param_reader,
+    refuser,
+)
 from jitgate.awsapi.mapping.context import MappingContext
-from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "ssm"
 
-_PARTITION = r"aws(?:-[a-z]+)*"
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_PARTITION = PARTITION
+_REGION = REGION
 # A parameter name: one segment, or a hierarchy that starts with "/". Up to 2048 characters.
 _NAME = r"(?:[A-Za-z0-9_.\-]+|(?:/[A-Za-z0-9_.\-]+)+)"
 _NAME_RE = re.compile(_NAME)
@@ -44,25 +53,14 @@ _MAX_NAME = 2048
 _PUBLIC_PREFIX = "/aws/service/"
 _SECRETS_PREFIX = "/aws/reference/secretsmanager/"
 
-_Rule = Callable[[Operation, MappingContext], list[Access]]
-_Arns = Callable[[Operation, MappingContext], list[str]]
+_Rule = Rule
+
+_refuse = refuser("ssm")
+_param = param_reader("ssm")
+_dedupe = dedupe
+_Arns = Arns
 
 _ONLY_PARAMETER_STORE = "only Parameter Store operations are supported"
-
-
-def _refuse(op: Operation, why: str) -> NoReturn:
-    raise UnsupportedOperation(f"ssm {op.name}: {why}")
-
-
-def _param(op: Operation, key: str, *, required: bool = True) -> Any:
-    value = op.params.get(key)
-    if value is None and required:
-        _refuse(op, f"the request has no {key}")
-    return value
-
-
-def _dedupe(accesses: Iterable[Access]) -> list[Access]:
-    return list(dict.fromkeys(accesses))
 
 
 def _parameter_arn(
@@ -182,16 +180,4 @@ _RULES: dict[str, _Rule] = {
 SUPPORTED: frozenset[str] = frozenset(_RULES)
 
 
-def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
-    """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
-    rule = _RULES.get(op.name)
-    if rule is None:
-        raise UnsupportedOperation(f"ssm {op.name}: {_ONLY_PARAMETER_STORE}")
-    try:
-        return _dedupe(rule(op, ctx))
-    except UnsupportedOperation:
-        raise
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise UnsupportedOperation(
-            f"ssm {op.name}: the request parameters could not be understood"
-        ) from exc
+access_for = access_function("ssm", _RULES, default_refusal=_ONLY_PARAMETER_STORE)

@@ -1,0 +1,77 @@
+"""What every per-service mapping module shares: ARN fragments, refusals, the rule dispatcher.
+
+Each module keeps a declarative table ``_RULES`` from operation name to a rule
+``(Operation, MappingContext) -> list[Access]``, and optionally ``_REFUSED`` naming why an
+operation is refused; :func:`access_function` turns those into the module's ``access_for``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
+
+from jitgate.awsapi.mapping.context import MappingContext
+from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
+
+PARTITION = r"aws(?:-[a-z]+)*"
+REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+ROLE_ARN_RE = re.compile(rf"arn:{PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
+NOT_MAPPED = "this operation is not mapped to IAM by jitgate"
+
+Rule = Callable[[Operation, MappingContext], list[Access]]
+Arns = Callable[[Operation, MappingContext], list[str]]
+
+
+def refuser(service: str) -> Callable[[Operation, str], NoReturn]:
+    """``refuse(op, why)`` raising UnsupportedOperation("<service> <Operation>: <why>")."""
+
+    def refuse(op: Operation, why: str) -> NoReturn:
+        raise UnsupportedOperation(f"{service} {op.name}: {why}")
+
+    return refuse
+
+
+def param_reader(service: str) -> Callable[..., Any]:
+    """``param(op, key, required=True)``: a parameter, refusing the call when a required one is missing."""
+    refuse = refuser(service)
+
+    def param(op: Operation, key: str, *, required: bool = True) -> Any:
+        value = op.params.get(key)
+        if value is None and required:
+            refuse(op, f"the request has no {key}")
+        return value
+
+    return param
+
+
+def dedupe(accesses: Iterable[Access]) -> list[Access]:
+    return list(dict.fromkeys(accesses))
+
+
+def access_function(
+    service: str,
+    rules: Mapping[str, Rule],
+    refused: Mapping[str, str] | None = None,
+    default_refusal: str = NOT_MAPPED,
+) -> Callable[[Operation, MappingContext], list[Access]]:
+    """The module's ``access_for``: the rule's pairs, or UnsupportedOperation naming why not."""
+    reasons = refused or {}
+
+    def access_for(op: Operation, ctx: MappingContext) -> list[Access]:
+        """Every (IAM action, resource ARN) pair ``op`` needs; UnsupportedOperation if not exact."""
+        rule = rules.get(op.name)
+        if rule is None:
+            raise UnsupportedOperation(
+                f"{service} {op.name}: {reasons.get(op.name, default_refusal)}"
+            )
+        try:
+            return dedupe(rule(op, ctx))
+        except UnsupportedOperation:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise UnsupportedOperation(
+                f"{service} {op.name}: the request parameters could not be understood"
+            ) from exc
+
+    return access_for
