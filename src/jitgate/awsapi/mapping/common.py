@@ -75,3 +75,22 @@ def access_function(
             ) from exc
 
     return access_for
+
+
+def star(op: Operation, ctx: MappingContext) -> list[str]:
+    """The ARN list of an action that has no resource types."""
+    return ["*"]
+
+
+def rule_maker(prefix: str) -> Callable[..., Rule]:
+    """``on(arns, action=None)``: a rule granting ``action`` (default ``<prefix>:<Operation>``)
+    on every ARN that ``arns`` yields."""
+
+    def on(arns: Arns, action: str | None = None) -> Rule:
+        def rule(op: Operation, ctx: MappingContext) -> list[Access]:
+            name = action or f"{prefix}:{op.name}"
+            return [Access(name, arn) for arn in arns(op, ctx)]
+
+        return rule
+
+    return on

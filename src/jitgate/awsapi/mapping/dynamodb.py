@@ -28,6 +28,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -59,6 +61,8 @@ _Rule = Rule
 _refuse = refuser("dynamodb")
 _param = param_reader("dynamodb")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 
@@ -138,22 +142,8 @@ def _global_table(op: Operation, ctx: MappingContext) -> list[str]:
     return [f"arn:{ctx.partition}:dynamodb::{ctx.account}:global-table/{name}"]
 
 
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
 # ---------------------------------------------------------------------------------------------
 # rules: (op, ctx) -> accesses
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``dynamodb:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 def _transact_get(op: Operation, ctx: MappingContext) -> list[Access]:

@@ -32,6 +32,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -87,6 +89,8 @@ _Rule = Rule
 _refuse = refuser("lambda")
 _param = param_reader("lambda")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 
@@ -181,20 +185,6 @@ def _capacity_provider(op: Operation, ctx: MappingContext) -> list[str]:
         return [value]
     name = match.group("name")
     return [f"arn:{ctx.partition}:lambda:{ctx.region}:{ctx.account}:capacity-provider:{name}"]
-
-
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``lambda:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 # --- extra permissions some parameters bring ---------------------------------------------------

@@ -27,6 +27,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -59,6 +61,8 @@ _Rule = Rule
 _refuse = refuser("logs")
 _param = param_reader("logs")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 
@@ -136,20 +140,6 @@ def _arn_param(key: str, pattern: re.Pattern[str], *, required: bool = True) -> 
         return [value]
 
     return arns
-
-
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``logs:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 def _pass_role(op: Operation, key: str) -> list[Access]:

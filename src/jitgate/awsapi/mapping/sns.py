@@ -24,6 +24,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -44,6 +46,8 @@ _Rule = Rule
 _refuse = refuser("sns")
 _param = param_reader("sns")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 
@@ -74,10 +78,6 @@ def _subscription_topic(op: Operation, ctx: MappingContext) -> list[str]:
     return [match.group("topic")]
 
 
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
 def _role_arns(op: Operation, attributes: Any, key: str) -> list[Access]:
     """iam:PassRole for every attribute that hands SNS an IAM role."""
     if attributes is None:
@@ -91,16 +91,6 @@ def _role_arns(op: Operation, attributes: Any, key: str) -> list[Access]:
                 _refuse(op, f"attribute {name} {value!r} is not an IAM role ARN")
             out.append(Access("iam:PassRole", value))
     return out
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``sns:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 def _publish(op: Operation, ctx: MappingContext) -> list[Access]:

@@ -24,6 +24,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -49,6 +51,8 @@ _Rule = Rule
 _refuse = refuser("sqs")
 _param = param_reader("sqs")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 
@@ -113,20 +117,6 @@ def _queue_arn(op: Operation, key: str, *, required: bool = True) -> str | None:
 
 def _source_arn(op: Operation, ctx: MappingContext) -> list[str]:
     return [_queue_arn(op, "SourceArn") or ""]
-
-
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``sqs:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 def _create_queue(op: Operation, ctx: MappingContext) -> list[Access]:

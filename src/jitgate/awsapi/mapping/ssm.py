@@ -24,6 +24,8 @@ from jitgate.awsapi.mapping.common import (
     dedupe,
     param_reader,
     refuser,
+    rule_maker,
+    star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.types import Access, Operation
@@ -58,6 +60,8 @@ _Rule = Rule
 _refuse = refuser("ssm")
 _param = param_reader("ssm")
 _dedupe = dedupe
+_on = rule_maker(_PREFIX)
+_star = star
 _Arns = Arns
 
 _ONLY_PARAMETER_STORE = "only Parameter Store operations are supported"
@@ -121,20 +125,6 @@ def _tagged_parameter(op: Operation, ctx: MappingContext) -> list[str]:
     if op.params.get("ResourceType") != "Parameter":
         _refuse(op, f"{_ONLY_PARAMETER_STORE} (ResourceType must be Parameter)")
     return [_parameter_arn(op, ctx, _param(op, "ResourceId"), "ResourceId", selector=False)]
-
-
-def _star(op: Operation, ctx: MappingContext) -> list[str]:
-    return ["*"]
-
-
-def _on(arns: _Arns, action: str | None = None) -> _Rule:
-    """``action`` (default ``ssm:<OperationName>``) on every ARN ``arns`` yields."""
-
-    def rule(op: Operation, ctx: MappingContext) -> list[Access]:
-        name = action or f"{_PREFIX}:{op.name}"
-        return [Access(name, arn) for arn in arns(op, ctx)]
-
-    return rule
 
 
 def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
