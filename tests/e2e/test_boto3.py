@@ -417,6 +417,9 @@ def test_uploads_over_tls_use_aws_chunked_with_a_checksum_trailer(
     (aws-chunked, CRC32 trailer); DeleteObjects carries a checksum header. All pass through."""
     stack = make_stack(tls=self_signed_certificate(tmp_path))
     assert stack.aws_url.startswith("https://")
+    # The certificate really is the one given: a client trusting only the system CAs refuses it.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(stack.aws_url, timeout=5)
     small, large = new_key("tls"), new_key("tls")
     grant = stack.grant(["s3:PutObject", "s3:DeleteObject"], [object_arn(small), object_arn(large)])
     s3 = stack.client("s3", grant.creds)
