@@ -180,8 +180,12 @@ def create_console_app(core: Jitgate) -> FastAPI:
         **context: Any,
     ) -> HTMLResponse:
         page = Page(request, session)
+        # The record's health is everyone's business: a lagging sink or stalled checkpoints
+        # show on every page to a signed-in person (the same alarms as /healthz).
+        audit_alarms = core.integrity.health().get("alarms", []) if session else []
         html = env.get_template(template).render(
             page=page,
+            audit_alarms=audit_alarms,
             user=page.user,
             csrf=session.csrf_token if session else "",
             base=base(request),
