@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 
@@ -13,9 +14,14 @@ from jitgate.sandbox.moto import ACCOUNT_ID, seed_demo_data, start_moto
 from jitgate.server import Listeners, ServerThread, build_aws_endpoint
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the finally blocks stop the servers and the moto process
+
+
 def run_sandbox(
     home: Path, control: tuple[str, int], aws: tuple[str, int], console: Console
 ) -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if not (home / CONFIG_NAME).exists():
         init_home(home)
     moto = start_moto()
