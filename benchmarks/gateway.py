@@ -6,18 +6,25 @@ Needs Debian's nginx and wrk, and py-spy in .venv for the profile: ``sh benchmar
 S3 GetObject 1 KiB and 1 MiB, PutObject 1 MiB and DynamoDB GetItem, at concurrency 1 and 32,
 through four paths to the same upstream: direct; an nginx reverse proxy (the floor of any
 hop); a bare pass-through Python proxy on jitgate's own stack (uvicorn + aiohttp, no checks:
-benchmarks/passthrough.py); and jitgate with a real grant, in its own process as
+benchmarks/passthrough.py); and jitgate with real grants, in its own process as
 ``jitgate serve`` runs it (benchmarks/gateway_launcher.py). Two upstreams: moto in its auth
-mode, and a fast S3-shaped nginx that serves fixed bodies and ignores auth, so jitgate's own
-cost is not hidden behind moto's. Load is wrk replaying freshly signed requests (see
-benchmarks/gateway_load.py for how they are signed). Then 1 GiB streamed GET and PUT with
-jitgate's peak RSS, a labelled experiment with SQLite synchronous=NORMAL (and uvloop), and a
-py-spy profile of jitgate under the fast-upstream GET 1 KiB load.
+mode, and a fast S3-shaped nginx that serves fixed bodies and ignores auth
+(benchmarks/nginx/), so jitgate's own cost is not hidden behind moto's. Load is wrk (one
+thread, keep-alive) replaying freshly signed requests (benchmarks/gateway_load.py says how they
+are signed); each cell is the better of ``reps`` runs, the four paths interleaved run by run.
+
+Then: one big object streamed GET and PUT through fresh processes with their peak RSS
+(/proc/PID/status, VmHWM reset first); jitgate variants measured side by side (SQLite
+synchronous=NORMAL, a benchmark-only patch in the launcher; uvloop; a shorter GIL switch
+interval); audit commits per call at concurrency 1; each step of a call timed in-process
+(benchmarks/gateway_pieces.py); and a py-spy profile (--gil) of jitgate under the fast-upstream
+GET 1 KiB load at concurrency 32.
 
 Targets (issue 3): jitgate's added p50 <= 0.3 ms at concurrency 1 against the fast upstream;
 >= 60% of the bare Python hop's requests/s at concurrency 32; >= 95% of direct requests/s
 against moto; 1 GiB at >= 80% of direct throughput with < 64 MiB RSS growth. Everything runs
-on 127.0.0.1 on this (2-core) machine, load generator included: compare within one run.
+on 127.0.0.1 on this machine, load generator and upstream included, next to whatever else is
+running (the load average is printed): compare within one run.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmarks import gateway_pieces
@@ -87,7 +95,7 @@ class Mode:
 
 
 SHIPPED = ("jitgate as shipped (synchronous=FULL)", ())
-NORMAL = ("synchronous=NORMAL [benchmark-only patch]", ("--sync", "normal"))
+NORMAL = ("synchronous=NORMAL (benchmark-only patch)", ("--sync", "normal"))
 FULL = Mode(
     seconds=2,
     reps=2,
@@ -99,19 +107,19 @@ FULL = Mode(
     experiments=(
         SHIPPED,
         NORMAL,
-        ("uvloop event loop [experiment]", ("--uvloop",)),
-        ("GIL switch interval 0.5 ms [experiment]", ("--switch-interval", "0.0005")),
+        ("uvloop event loop (experiment)", ("--uvloop",)),
+        ("GIL switch interval 0.5 ms (experiment)", ("--switch-interval", "0.0005")),
     ),
     experiment_ops=("S3 GetObject 1 KiB", "S3 GetObject 1 MiB"),
 )
 QUICK = Mode(
     seconds=1,
     reps=1,
-    pool_divisor=4,
+    pool_divisor=8,
     big=256 * MIB,
     big_reps=1,
-    profile_seconds=3,
-    pieces_count=300,
+    profile_seconds=2,
+    pieces_count=200,
     experiments=(SHIPPED, NORMAL),
     experiment_ops=("S3 GetObject 1 KiB",),
 )
@@ -644,6 +652,28 @@ def experiments(
     return [(label, name, c, cell, stats[label]) for label, name, c, cell in cells]
 
 
+def commits_per_call(procs: Processes, wrk: Wrk, stack: Stack, mode: Mode) -> list[str]:
+    """At c=1, how many audit commits each call costs (a fresh process per setting)."""
+    lines = []
+    op = OPS[0]
+    once = replace(mode, reps=1)
+    for index, (label, flags) in enumerate((SHIPPED, NORMAL)):
+        gate = start_jitgate(procs, stack.upstream_port, stack.creds, f"jitgate-c1-{index}", flags)
+        try:
+            cell = measure(wrk, [Target(label, gate.port, gate.grants["s3"])], op, 1, once)[label]
+        finally:
+            procs.stop(gate.process)
+        stats = gate.stats()
+        calls = stats.get("written", 0) / 2  # call.allowed + call.completed per call
+        if calls:
+            lines.append(
+                f"{label}, GET 1 KiB at c=1: {stats['batches'] / calls:.2f} audit commits per "
+                f"call ({stats['written']:,} events in {stats['batches']:,} commits), "
+                f"p50 {cell.p50_us:,.0f} µs"
+            )
+    return lines
+
+
 def experiments_table(rows: list[tuple[str, str, int, Cell, dict[str, int]]]) -> None:
     table(
         "jitgate variants on the fast upstream (fresh processes, measured interleaved; only the first is what ships)",
@@ -753,7 +783,7 @@ def profile_tables(data: dict, seconds: int, top: int) -> None:
 
     def label(index: int) -> str:
         frame = frames[index]
-        return f"{frame['name']}  {_short(frame.get('file', '?'))}:{frame.get('line', '?')}"
+        return escape(f"{frame['name']}  {_short(frame.get('file', '?'))}:{frame.get('line', '?')}")
 
     held = samples / (PROFILE_RATE * seconds)
     console.print(
@@ -931,6 +961,7 @@ def main() -> None:
             profiled = profile(tools["py-spy"], wrk, fast, mode, Path(args.profile_out))
         console.print("  measured the big object and the profile")
         variants = experiments(procs, wrk, fast, mode)
+        commit_notes = commits_per_call(procs, wrk, fast, mode)
         console.print("  measured the jitgate variants")
         pieces = gateway_pieces.measure(mode.pieces_count)
 
@@ -951,6 +982,8 @@ def main() -> None:
             )
     big_table(big)
     experiments_table(variants)
+    for line in commit_notes:
+        console.print(line)
     pieces_table(pieces)
     if profiled is not None:
         data, cell = profiled
