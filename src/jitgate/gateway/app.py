@@ -292,7 +292,7 @@ class AwsEndpoint:
             self._check_live(self.lookup.refreshed(connection, grant), now)
             # A one-exact-call grant is used up by the call it lets through, in this same
             # transaction: of two racing calls exactly one is recorded as allowed.
-            if call.access and operation is not None:
+            if grant.one_call and call.access and operation is not None:
                 used = consume_one_call(connection, grant.id, operation.name, now)
                 if used == "consumed":
                     data["one_call"] = True  # written with this event: it used the grant
