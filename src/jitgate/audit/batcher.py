@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,10 +45,13 @@ _STOP = object()
 
 
 class AuditBatcher:
-    def __init__(self, db: Database, clock: Clock, max_batch: int = 512) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, max_batch: int = 512, linger_seconds: float = 0.005
+    ) -> None:
         self.db = db
         self.clock = clock
         self.max_batch = max_batch
+        self.linger_seconds = linger_seconds  # how long outcomes wait for company
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.failures = 0
@@ -86,9 +90,16 @@ class AuditBatcher:
             if first is _STOP:
                 break
             batch: list[_Item] = [first]  # type: ignore[list-item]
+            # Nobody waits on a batch of outcomes only (call.completed): give the next awaited
+            # event a moment (at most linger_seconds in all) to join it and share one fsync.
+            linger_until = time.monotonic() + self.linger_seconds
             while len(batch) < self.max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    left = linger_until - time.monotonic()
+                    if left <= 0 or any(item.future is not None for item in batch):
+                        item = self._queue.get_nowait()
+                    else:
+                        item = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
                 if item is _STOP:
