@@ -36,34 +36,28 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "dynamodb"
 
-_PARTITION = PARTITION
-_REGION = REGION
 _ACCOUNT = r"\d{12}"
 _NAME = r"[A-Za-z0-9_.\-]{3,255}"
 _TABLE_NAME_RE = re.compile(_NAME)
 _INDEX_NAME_RE = re.compile(_NAME)
-_TABLE_ARN_RE = re.compile(rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}")
+_TABLE_ARN_RE = re.compile(rf"arn:{PARTITION}:dynamodb:{REGION}:{_ACCOUNT}:table/{_NAME}")
 _STREAM_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}/stream/[A-Za-z0-9:._\-]+"
+    rf"arn:{PARTITION}:dynamodb:{REGION}:{_ACCOUNT}:table/{_NAME}/stream/[A-Za-z0-9:._\-]+"
 )
 _BACKUP_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}/backup/[A-Za-z0-9_.\-]+"
+    rf"arn:{PARTITION}:dynamodb:{REGION}:{_ACCOUNT}:table/{_NAME}/backup/[A-Za-z0-9_.\-]+"
 )
 _EXPORT_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}/export/[A-Za-z0-9_.\-]+"
+    rf"arn:{PARTITION}:dynamodb:{REGION}:{_ACCOUNT}:table/{_NAME}/export/[A-Za-z0-9_.\-]+"
 )
 _IMPORT_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:dynamodb:{_REGION}:{_ACCOUNT}:table/{_NAME}/import/[A-Za-z0-9_.\-]+"
+    rf"arn:{PARTITION}:dynamodb:{REGION}:{_ACCOUNT}:table/{_NAME}/import/[A-Za-z0-9_.\-]+"
 )
 
-_Rule = Rule
 
 _refuse = refuser("dynamodb")
 _param = param_reader("dynamodb")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +119,7 @@ def _request_items_tables(op: Operation, ctx: MappingContext) -> list[str]:
     return [_table_arn(op, ctx, name, "RequestItems table") for name in items]
 
 
-def _arn_param(key: str, *patterns: re.Pattern[str], required: bool = True) -> _Arns:
+def _arn_param(key: str, *patterns: re.Pattern[str], required: bool = True) -> Arns:
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
         value = _param(op, key, required=required)
         if value is None:
@@ -155,7 +149,7 @@ def _transact_get(op: Operation, ctx: MappingContext) -> list[Access]:
         if not isinstance(item, dict) or set(item) != {"Get"} or not isinstance(item["Get"], dict):
             _refuse(op, "every TransactItems entry must be exactly one Get")
         out.append(Access("dynamodb:GetItem", _table_arn(op, ctx, item["Get"].get("TableName"))))
-    return _dedupe(out)
+    return dedupe(out)
 
 
 _TRANSACT_WRITE_ACTIONS = {
@@ -184,7 +178,7 @@ def _transact_write(op: Operation, ctx: MappingContext) -> list[Access]:
             _refuse(op, f"the {kinds[0]} entry is not a structure")
         table = _table_arn(op, ctx, body.get("TableName"))
         out.append(Access(_TRANSACT_WRITE_ACTIONS[kinds[0]], table))
-    return _dedupe(out)
+    return dedupe(out)
 
 
 def _sse_kms_key(op: Operation, key: str) -> None:
@@ -234,7 +228,7 @@ def _list_streams(op: Operation, ctx: MappingContext) -> list[Access]:
     return [Access("dynamodb:ListStreams", "*")]
 
 
-def _streams_only(rule: _Rule) -> _Rule:
+def _streams_only(rule: Rule) -> Rule:
     """Operations of the DynamoDB Streams API (botocore service ``dynamodbstreams``)."""
 
     def checked(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -250,7 +244,7 @@ def _streams_only(rule: _Rule) -> _Rule:
 
 _TABLE_OR_STREAM = (_TABLE_ARN_RE, _STREAM_ARN_RE)
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     # items
     "GetItem": _on(_table),
     "PutItem": _on(_table),
@@ -268,7 +262,7 @@ _RULES: dict[str, _Rule] = {
     "UpdateTable": _update_table,
     "DeleteTable": _on(_table),
     "DescribeTable": _on(_table),
-    "ListTables": _on(_star),
+    "ListTables": _on(star),
     "DescribeTimeToLive": _on(_table),
     "UpdateTimeToLive": _on(_table),
     "DescribeContinuousBackups": _on(_table),
@@ -276,9 +270,9 @@ _RULES: dict[str, _Rule] = {
     "DescribeKinesisStreamingDestination": _on(_table),
     "DescribeContributorInsights": _on(_table_no_index),
     "UpdateContributorInsights": _on(_table_no_index),
-    "ListContributorInsights": _on(_star),
-    "DescribeLimits": _on(_star),
-    "DescribeEndpoints": _on(_star),
+    "ListContributorInsights": _on(star),
+    "DescribeLimits": _on(star),
+    "DescribeEndpoints": _on(star),
     # tags and resource policies (tables and streams)
     "TagResource": _on(_arn_param("ResourceArn", *_TABLE_OR_STREAM)),
     "UntagResource": _on(_arn_param("ResourceArn", *_TABLE_OR_STREAM)),
@@ -290,7 +284,7 @@ _RULES: dict[str, _Rule] = {
     "CreateBackup": _on(_table),
     "DescribeBackup": _on(_arn_param("BackupArn", _BACKUP_ARN_RE)),
     "DeleteBackup": _on(_arn_param("BackupArn", _BACKUP_ARN_RE)),
-    "ListBackups": _on(_star),
+    "ListBackups": _on(star),
     "DescribeExport": _on(_arn_param("ExportArn", _EXPORT_ARN_RE)),
     "ListExports": _on(_arn_param("TableArn", _TABLE_ARN_RE, required=False)),
     "DescribeImport": _on(_arn_param("ImportArn", _IMPORT_ARN_RE)),
@@ -298,7 +292,7 @@ _RULES: dict[str, _Rule] = {
     # global tables (read only)
     "DescribeGlobalTable": _on(_global_table),
     "DescribeGlobalTableSettings": _on(_global_table),
-    "ListGlobalTables": _on(_star),
+    "ListGlobalTables": _on(star),
     # DynamoDB Streams
     "DescribeStream": _streams_only(_on(_arn_param("StreamArn", _STREAM_ARN_RE))),
     "GetShardIterator": _streams_only(_on(_arn_param("StreamArn", _STREAM_ARN_RE))),

@@ -22,7 +22,6 @@ from jitgate.awsapi.mapping.common import (
     REGION,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
 )
@@ -31,24 +30,20 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "kms"
 
-_PARTITION = PARTITION
-_REGION = REGION
-_REGION_RE = re.compile(_REGION)
+_REGION_RE = re.compile(REGION)
 _KEY_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
 _KEY_ID_RE = re.compile(_KEY_ID)
 _KEY_ARN_RE = re.compile(
-    rf"arn:(?P<partition>{_PARTITION}):kms:(?P<region>{_REGION}):(?P<account>\d{{12}}):"
+    rf"arn:(?P<partition>{PARTITION}):kms:(?P<region>{REGION}):(?P<account>\d{{12}}):"
     rf"key/(?P<id>{_KEY_ID})"
 )
 _ALIAS_NAME = r"alias/[A-Za-z0-9/_\-]{1,250}"
 _ALIAS_NAME_RE = re.compile(_ALIAS_NAME)
-_ALIAS_ARN_RE = re.compile(rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:{_ALIAS_NAME}")
+_ALIAS_ARN_RE = re.compile(rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:{_ALIAS_NAME}")
 
-_Rule = Rule
 
 _refuse = refuser("kms")
 _param = param_reader("kms")
-_dedupe = dedupe
 
 
 def _key_arn(op: Operation, ctx: MappingContext, value: Any, key: str = "KeyId") -> str:
@@ -76,7 +71,7 @@ def _alias_arn(op: Operation, ctx: MappingContext, value: Any, key: str = "Alias
     _refuse(op, f"{key} {value!r} is not a KMS alias name or alias ARN")
 
 
-def _on_key(action: str | None = None, key: str = "KeyId") -> _Rule:
+def _on_key(action: str | None = None, key: str = "KeyId") -> Rule:
     """``action`` (default ``kms:<OperationName>``) on the key that parameter ``key`` names."""
 
     def rule(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -200,7 +195,7 @@ _KEY_OPERATIONS = (
     "DeleteImportedKeyMaterial",
 )
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     **{name: _on_key() for name in _KEY_OPERATIONS},
     "Decrypt": _decrypt,
     "ReEncrypt": _re_encrypt,

@@ -29,7 +29,6 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
     rule_maker,
@@ -40,58 +39,51 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "lambda"
 
-_PARTITION = PARTITION
-_REGION = REGION
 _FUNCTION = r"[A-Za-z0-9_\-]{1,64}"
 _QUALIFIER = r"[A-Za-z0-9$_\-]{1,128}"
 _QUALIFIER_RE = re.compile(_QUALIFIER)
 _FUNCTION_NAME_RE = re.compile(
-    rf"(?:(?:arn:(?P<partition>{_PARTITION}):lambda:(?P<region>{_REGION}):)?"
+    rf"(?:(?:arn:(?P<partition>{PARTITION}):lambda:(?P<region>{REGION}):)?"
     rf"(?P<account>\d{{12}}):function:)?(?P<name>{_FUNCTION})(?::(?P<qualifier>{_QUALIFIER}))?"
 )
 _FUNCTION_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:{_FUNCTION}(?::{_QUALIFIER})?"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:function:{_FUNCTION}(?::{_QUALIFIER})?"
 )
 _UNQUALIFIED_FUNCTION_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:{_FUNCTION}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:function:{_FUNCTION}"
 )
 _LAYER = r"[A-Za-z0-9_\-]{1,140}"
 _LAYER_NAME_RE = re.compile(
-    rf"(?:arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:layer:)?(?P<name>{_LAYER})"
+    rf"(?:arn:{PARTITION}:lambda:{REGION}:\d{{12}}:layer:)?(?P<name>{_LAYER})"
 )
 _LAYER_VERSION_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:layer:{_LAYER}:[0-9]{{1,20}}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:layer:{_LAYER}:[0-9]{{1,20}}"
 )
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ESM_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:event-source-mapping:{_UUID_RE.pattern}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:event-source-mapping:{_UUID_RE.pattern}"
 )
 _CSC_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:code-signing-config:csc-[a-z0-9]{{17}}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:code-signing-config:csc-[a-z0-9]{{17}}"
 )
 _CAPACITY_PROVIDER = r"[A-Za-z0-9_\-]{1,140}"
 _CAPACITY_PROVIDER_RE = re.compile(
-    rf"(?:arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:capacity-provider:)?"
+    rf"(?:arn:{PARTITION}:lambda:{REGION}:\d{{12}}:capacity-provider:)?"
     rf"(?P<name>{_CAPACITY_PROVIDER})"
 )
 _CAPACITY_PROVIDER_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:capacity-provider:{_CAPACITY_PROVIDER}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:capacity-provider:{_CAPACITY_PROVIDER}"
 )
 _DURABLE_EXECUTION_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:{_FUNCTION}:{_QUALIFIER}"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:function:{_FUNCTION}:{_QUALIFIER}"
     r"/durable-execution/[A-Za-z0-9_\-]{1,64}/[A-Za-z0-9_\-]{1,64}"
 )
-_ROLE_ARN_RE = ROLE_ARN_RE
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
-_Rule = Rule
 
 _refuse = refuser("lambda")
 _param = param_reader("lambda")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 
 def _function_arn(op: Operation, ctx: MappingContext, *, qualifiable: bool) -> tuple[str, bool]:
@@ -159,7 +151,7 @@ def _layer_version(op: Operation, ctx: MappingContext) -> list[str]:
     return [f"{_layer_arn(op, ctx)}:{version}"]
 
 
-def _arn_param(key: str, *patterns: re.Pattern[str]) -> _Arns:
+def _arn_param(key: str, *patterns: re.Pattern[str]) -> Arns:
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
         value = _param(op, key)
         if not isinstance(value, str) or not any(p.fullmatch(value) for p in patterns):
@@ -225,7 +217,7 @@ def _pass_role(op: Operation) -> list[Access]:
     role = op.params.get("Role")
     if role is None:
         return []
-    if not isinstance(role, str) or not _ROLE_ARN_RE.fullmatch(role):
+    if not isinstance(role, str) or not ROLE_ARN_RE.fullmatch(role):
         _refuse(op, f"Role {role!r} is not an IAM role ARN")
     return [Access("iam:PassRole", role)]
 
@@ -312,7 +304,7 @@ def _put_function_code_signing_config(op: Operation, ctx: MappingContext) -> lis
 
 _TAGGABLE = (_UNQUALIFIED_FUNCTION_ARN_RE, _ESM_ARN_RE, _CSC_ARN_RE, _CAPACITY_PROVIDER_ARN_RE)
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     # invoking
     "Invoke": _on(_qualified, "lambda:InvokeFunction"),
     "InvokeWithResponseStream": _on(_qualified, "lambda:InvokeFunction"),
@@ -323,10 +315,10 @@ _RULES: dict[str, _Rule] = {
     "UpdateFunctionCode": _update_function_code,
     "UpdateFunctionConfiguration": _update_function_configuration,
     "DeleteFunction": _on(_qualified),
-    "ListFunctions": _on(_star),
+    "ListFunctions": _on(star),
     "PublishVersion": _on(_function),
     "ListVersionsByFunction": _on(_function),
-    "GetAccountSettings": _on(_star),
+    "GetAccountSettings": _on(star),
     # aliases
     "CreateAlias": _on(_function),
     "GetAlias": _on(_function),
@@ -365,11 +357,11 @@ _RULES: dict[str, _Rule] = {
     "GetFunctionRecursionConfig": _on(_function),
     "PutFunctionRecursionConfig": _on(_function),
     # code signing
-    "CreateCodeSigningConfig": _on(_star),
+    "CreateCodeSigningConfig": _on(star),
     "GetCodeSigningConfig": _on(_arn_param("CodeSigningConfigArn", _CSC_ARN_RE)),
     "UpdateCodeSigningConfig": _on(_arn_param("CodeSigningConfigArn", _CSC_ARN_RE)),
     "DeleteCodeSigningConfig": _on(_arn_param("CodeSigningConfigArn", _CSC_ARN_RE)),
-    "ListCodeSigningConfigs": _on(_star),
+    "ListCodeSigningConfigs": _on(star),
     "ListFunctionsByCodeSigningConfig": _on(_arn_param("CodeSigningConfigArn", _CSC_ARN_RE)),
     "PutFunctionCodeSigningConfig": _put_function_code_signing_config,
     "GetFunctionCodeSigningConfig": _on(_function),
@@ -382,14 +374,14 @@ _RULES: dict[str, _Rule] = {
     "GetLayerVersionPolicy": _on(_layer_version),
     "AddLayerVersionPermission": _on(_layer_version),
     "RemoveLayerVersionPermission": _on(_layer_version),
-    "ListLayers": _on(_star),
-    "ListLayerVersions": _on(_star),
+    "ListLayers": _on(star),
+    "ListLayerVersions": _on(star),
     # event source mappings
     "CreateEventSourceMapping": _create_event_source_mapping,
     "GetEventSourceMapping": _on(_event_source_mapping),
     "UpdateEventSourceMapping": _update_event_source_mapping,
     "DeleteEventSourceMapping": _on(_event_source_mapping),
-    "ListEventSourceMappings": _on(_star),
+    "ListEventSourceMappings": _on(star),
     # tags
     "TagResource": _on(_arn_param("Resource", *_TAGGABLE)),
     "UntagResource": _on(_arn_param("Resource", *_TAGGABLE)),
@@ -397,7 +389,7 @@ _RULES: dict[str, _Rule] = {
     # capacity providers (read and delete)
     "GetCapacityProvider": _on(_capacity_provider),
     "DeleteCapacityProvider": _on(_capacity_provider),
-    "ListCapacityProviders": _on(_star),
+    "ListCapacityProviders": _on(star),
     "ListFunctionVersionsByCapacityProvider": _on(_capacity_provider),
     # durable executions addressed by ARN
     "GetDurableExecution": _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE)),

@@ -24,7 +24,6 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
     rule_maker,
@@ -35,9 +34,7 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "logs"
 
-_PARTITION = PARTITION
-_REGION = REGION
-_LOGS_ARN = rf"arn:{_PARTITION}:logs:{_REGION}:\d{{12}}"
+_LOGS_ARN = rf"arn:{PARTITION}:logs:{REGION}:\d{{12}}"
 _GROUP = r"[A-Za-z0-9_./#\-]{1,512}"
 _GROUP_RE = re.compile(_GROUP)
 _GROUP_ARN_RE = re.compile(rf"{_LOGS_ARN}:log-group:{_GROUP}")
@@ -53,17 +50,12 @@ _TAGGABLE_ARN_RE = re.compile(
     rf"|anomaly-detector:[A-Za-z0-9\-]{{1,64}}|lookup-table:[A-Za-z0-9_.\-]{{1,256}}"
     rf"|scheduled-query:[A-Za-z0-9\-]{{1,64}})"
 )
-_ANY_ARN_RE = re.compile(rf"arn:{_PARTITION}:[a-z0-9\-]+:{_REGION}:(?P<account>\d{{12}}):.+")
-_ROLE_ARN_RE = ROLE_ARN_RE
+_ANY_ARN_RE = re.compile(rf"arn:{PARTITION}:[a-z0-9\-]+:{REGION}:(?P<account>\d{{12}}):.+")
 
-_Rule = Rule
 
 _refuse = refuser("logs")
 _param = param_reader("logs")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 
 def _group_arn_of(op: Operation, ctx: MappingContext, value: Any, key: str) -> str:
@@ -104,7 +96,7 @@ def _stream(op: Operation, ctx: MappingContext) -> list[str]:
     return [f"{group}:log-stream:{stream}"]
 
 
-def _groups(key: str, *, required: bool = True) -> _Arns:
+def _groups(key: str, *, required: bool = True) -> Arns:
     """Every log group in the list parameter ``key`` (names or ARNs)."""
 
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
@@ -118,7 +110,7 @@ def _groups(key: str, *, required: bool = True) -> _Arns:
     return arns
 
 
-def _named(kind: str, key: str, pattern: re.Pattern[str] = _NAME_RE) -> _Arns:
+def _named(kind: str, key: str, pattern: re.Pattern[str] = _NAME_RE) -> Arns:
     """A resource of type ``kind`` named by parameter ``key``."""
 
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
@@ -130,7 +122,7 @@ def _named(kind: str, key: str, pattern: re.Pattern[str] = _NAME_RE) -> _Arns:
     return arns
 
 
-def _arn_param(key: str, pattern: re.Pattern[str], *, required: bool = True) -> _Arns:
+def _arn_param(key: str, pattern: re.Pattern[str], *, required: bool = True) -> Arns:
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
         value = _param(op, key, required=required)
         if value is None:
@@ -146,7 +138,7 @@ def _pass_role(op: Operation, key: str) -> list[Access]:
     role = op.params.get(key)
     if role is None:
         return []
-    if not isinstance(role, str) or not _ROLE_ARN_RE.fullmatch(role):
+    if not isinstance(role, str) or not ROLE_ARN_RE.fullmatch(role):
         _refuse(op, f"{key} {role!r} is not an IAM role ARN")
     return [Access("iam:PassRole", role)]
 
@@ -215,12 +207,12 @@ def _create_anomaly_detector(op: Operation, ctx: MappingContext) -> list[Access]
     return [Access("logs:CreateLogAnomalyDetector", arn) for arn in groups]
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     # log groups
     "CreateLogGroup": _create_log_group,
     "DeleteLogGroup": _on(_group),
-    "DescribeLogGroups": _on(_star),
-    "ListLogGroups": _on(_star),
+    "DescribeLogGroups": _on(star),
+    "ListLogGroups": _on(star),
     "PutRetentionPolicy": _on(_group),
     "DeleteRetentionPolicy": _on(_group),
     "PutLogGroupDeletionProtection": _on(_group),
@@ -245,18 +237,18 @@ _RULES: dict[str, _Rule] = {
     "FilterLogEvents": _on(_group),
     # Logs Insights
     "StartQuery": _start_query,
-    "StopQuery": _on(_star),
-    "DescribeQueries": _on(_star),
-    "PutQueryDefinition": _on(_star),
-    "DescribeQueryDefinitions": _on(_star),
-    "DeleteQueryDefinition": _on(_star),
+    "StopQuery": _on(star),
+    "DescribeQueries": _on(star),
+    "PutQueryDefinition": _on(star),
+    "DescribeQueryDefinitions": _on(star),
+    "DeleteQueryDefinition": _on(star),
     "StartLiveTail": _on(_groups("logGroupIdentifiers")),
     # metric and subscription filters
     "PutMetricFilter": _on(_group),
     "DeleteMetricFilter": _on(_group),
     "DescribeMetricFilters": _on(_group),
-    "TestMetricFilter": _on(_star),
-    "TestTransformer": _on(_star),
+    "TestMetricFilter": _on(star),
+    "TestTransformer": _on(star),
     "PutSubscriptionFilter": _put_subscription_filter,
     "DeleteSubscriptionFilter": _on(_group),
     "DescribeSubscriptionFilters": _on(_group),
@@ -264,7 +256,7 @@ _RULES: dict[str, _Rule] = {
     "PutDestination": _put_destination,
     "PutDestinationPolicy": _on(_named("destination", "destinationName", _DESTINATION_NAME_RE)),
     "DeleteDestination": _on(_named("destination", "destinationName", _DESTINATION_NAME_RE)),
-    "DescribeDestinations": _on(_star),
+    "DescribeDestinations": _on(star),
     # tags on any CloudWatch Logs resource
     "TagResource": _on(_arn_param("resourceArn", _TAGGABLE_ARN_RE)),
     "UntagResource": _on(_arn_param("resourceArn", _TAGGABLE_ARN_RE)),
@@ -272,9 +264,9 @@ _RULES: dict[str, _Rule] = {
     # vended log deliveries (read and delete)
     "GetDelivery": _on(_named("delivery", "id")),
     "DeleteDelivery": _on(_named("delivery", "id")),
-    "DescribeDeliveries": _on(_star),
+    "DescribeDeliveries": _on(star),
     "GetDeliverySource": _on(_named("delivery-source", "name")),
-    "DescribeDeliverySources": _on(_star),
+    "DescribeDeliverySources": _on(star),
     "GetDeliveryDestination": _on(_named("delivery-destination", "name")),
     "DeleteDeliveryDestination": _on(_named("delivery-destination", "name")),
     "GetDeliveryDestinationPolicy": _on(_named("delivery-destination", "deliveryDestinationName")),
@@ -282,8 +274,8 @@ _RULES: dict[str, _Rule] = {
     "DeleteDeliveryDestinationPolicy": _on(
         _named("delivery-destination", "deliveryDestinationName")
     ),
-    "DescribeDeliveryDestinations": _on(_star),
-    "DescribeConfigurationTemplates": _on(_star),
+    "DescribeDeliveryDestinations": _on(star),
+    "DescribeConfigurationTemplates": _on(star),
     # anomaly detection
     "CreateLogAnomalyDetector": _create_anomaly_detector,
     "GetLogAnomalyDetector": _on(_arn_param("anomalyDetectorArn", _ANOMALY_DETECTOR_ARN_RE)),
@@ -293,33 +285,33 @@ _RULES: dict[str, _Rule] = {
     "ListAnomalies": _on(
         _arn_param("anomalyDetectorArn", _ANOMALY_DETECTOR_ARN_RE, required=False)
     ),
-    "ListLogAnomalyDetectors": _on(_star),
+    "ListLogAnomalyDetectors": _on(star),
     # lookup tables addressed by ARN
     "GetLookupTable": _on(_arn_param("lookupTableArn", _LOOKUP_TABLE_ARN_RE)),
     "DeleteLookupTable": _on(_arn_param("lookupTableArn", _LOOKUP_TABLE_ARN_RE)),
-    "DescribeLookupTables": _on(_star),
+    "DescribeLookupTables": _on(star),
     # account-wide settings and listings with no resource type in IAM
-    "DescribeAccountPolicies": _on(_star),
-    "DescribeResourcePolicies": _on(_star),
-    "PutResourcePolicy": _on(_star),
-    "DeleteResourcePolicy": _on(_star),
-    "DescribeExportTasks": _on(_star),
-    "CancelExportTask": _on(_star),
-    "DescribeImportTasks": _on(_star),
-    "DescribeImportTaskBatches": _on(_star),
-    "CancelImportTask": _on(_star),
-    "DescribeFieldIndexes": _on(_star),
-    "DescribeIndexPolicies": _on(_star),
-    "PutIndexPolicy": _on(_star),
-    "DeleteIndexPolicy": _on(_star),
-    "GetLogFields": _on(_star),
-    "ListAggregateLogGroupSummaries": _on(_star),
-    "ListIntegrations": _on(_star),
-    "GetIntegration": _on(_star),
-    "DeleteIntegration": _on(_star),
-    "ListScheduledQueries": _on(_star),
-    "GetStorageTierPolicy": _on(_star),
-    "ListSyslogConfigurations": _on(_star),
+    "DescribeAccountPolicies": _on(star),
+    "DescribeResourcePolicies": _on(star),
+    "PutResourcePolicy": _on(star),
+    "DeleteResourcePolicy": _on(star),
+    "DescribeExportTasks": _on(star),
+    "CancelExportTask": _on(star),
+    "DescribeImportTasks": _on(star),
+    "DescribeImportTaskBatches": _on(star),
+    "CancelImportTask": _on(star),
+    "DescribeFieldIndexes": _on(star),
+    "DescribeIndexPolicies": _on(star),
+    "PutIndexPolicy": _on(star),
+    "DeleteIndexPolicy": _on(star),
+    "GetLogFields": _on(star),
+    "ListAggregateLogGroupSummaries": _on(star),
+    "ListIntegrations": _on(star),
+    "GetIntegration": _on(star),
+    "DeleteIntegration": _on(star),
+    "ListScheduledQueries": _on(star),
+    "GetStorageTierPolicy": _on(star),
+    "ListSyslogConfigurations": _on(star),
 }
 
 _OPAQUE = "the request identifies its log groups only by an opaque id, so they cannot be known"

@@ -21,7 +21,6 @@ from jitgate.awsapi.mapping.common import (
     ROLE_ARN_RE,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
 )
@@ -30,12 +29,10 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "secretsmanager"
 
-_PARTITION = PARTITION
-_REGION = REGION
 _SECRET_NAME = r"[A-Za-z0-9/_+=.@\-]{1,512}"
 _SECRET_NAME_RE = re.compile(_SECRET_NAME)
 _SECRET_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:secretsmanager:{_REGION}:\d{{12}}:secret:"
+    rf"arn:{PARTITION}:secretsmanager:{REGION}:\d{{12}}:secret:"
     rf"{_SECRET_NAME}"
 )
 _KMS_KEY_ID_RE = re.compile(
@@ -43,20 +40,17 @@ _KMS_KEY_ID_RE = re.compile(
     r"|mrk-[0-9a-f]{32}"
 )
 _KMS_KEY_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:key/"
+    rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:key/"
     rf"(?:{_KMS_KEY_ID_RE.pattern})"
 )
 _LAMBDA_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:lambda:{_REGION}:\d{{12}}:function:"
+    rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:function:"
     r"[A-Za-z0-9_\-]{1,64}(?::[A-Za-z0-9$_\-]{1,128})?"
 )
-_ROLE_ARN_RE = ROLE_ARN_RE
 
-_Rule = Rule
 
 _refuse = refuser("secretsmanager")
 _param = param_reader("secretsmanager")
-_dedupe = dedupe
 
 
 def _secret(
@@ -91,7 +85,7 @@ def _kms_accesses(op: Operation, ctx: MappingContext, actions: tuple[str, ...]) 
     return [Access(action, key) for action in actions]
 
 
-def _on_secret(action: str | None = None) -> _Rule:
+def _on_secret(action: str | None = None) -> Rule:
     """``action`` (default ``secretsmanager:<OperationName>``) on the secret SecretId names."""
 
     def rule(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -137,7 +131,7 @@ def _rotate_secret(op: Operation, ctx: MappingContext) -> list[Access]:
         out.append(Access("lambda:InvokeFunction", function))
     role = op.params.get("ExternalSecretRotationRoleArn")
     if role is not None:
-        if not isinstance(role, str) or not _ROLE_ARN_RE.fullmatch(role):
+        if not isinstance(role, str) or not ROLE_ARN_RE.fullmatch(role):
             _refuse(op, f"ExternalSecretRotationRoleArn {role!r} is not an IAM role ARN")
         out.append(Access("iam:PassRole", role))
     return out
@@ -160,7 +154,7 @@ def _batch_get_secret_value(op: Operation, ctx: MappingContext) -> list[Access]:
     return out
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     "GetSecretValue": _on_secret(),
     "BatchGetSecretValue": _batch_get_secret_value,
     "DescribeSecret": _on_secret(),

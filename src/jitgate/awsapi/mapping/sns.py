@@ -21,7 +21,6 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
     rule_maker,
@@ -32,23 +31,16 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "sns"
 
-_PARTITION = PARTITION
-_REGION = REGION
 _TOPIC_NAME = r"[A-Za-z0-9_\-]{1,256}(?:\.fifo)?"
 _TOPIC_NAME_RE = re.compile(_TOPIC_NAME)
-_TOPIC_ARN = rf"arn:{_PARTITION}:sns:{_REGION}:\d{{12}}:{_TOPIC_NAME}"
+_TOPIC_ARN = rf"arn:{PARTITION}:sns:{REGION}:\d{{12}}:{_TOPIC_NAME}"
 _TOPIC_ARN_RE = re.compile(_TOPIC_ARN)
 _SUBSCRIPTION_ARN_RE = re.compile(rf"(?P<topic>{_TOPIC_ARN}):[0-9a-fA-F\-]{{36}}")
-_ROLE_ARN_RE = ROLE_ARN_RE
 
-_Rule = Rule
 
 _refuse = refuser("sns")
 _param = param_reader("sns")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 
 def _topic_arn_of(op: Operation, key: str, value: Any) -> str:
@@ -57,7 +49,7 @@ def _topic_arn_of(op: Operation, key: str, value: Any) -> str:
     return value
 
 
-def _arns(key: str) -> _Arns:
+def _arns(key: str) -> Arns:
     """The topic ARN in parameter ``key``."""
 
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
@@ -87,7 +79,7 @@ def _role_arns(op: Operation, attributes: Any, key: str) -> list[Access]:
     out = []
     for name, value in attributes.items():
         if isinstance(name, str) and name.lower().endswith("rolearn"):
-            if not isinstance(value, str) or not _ROLE_ARN_RE.fullmatch(value):
+            if not isinstance(value, str) or not ROLE_ARN_RE.fullmatch(value):
                 _refuse(op, f"attribute {name} {value!r} is not an IAM role ARN")
             out.append(Access("iam:PassRole", value))
     return out
@@ -154,7 +146,7 @@ def _set_subscription_attributes(op: Operation, ctx: MappingContext) -> list[Acc
     ]
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     # topics
     "CreateTopic": _create_topic,
     "DeleteTopic": _on(_topic),
@@ -162,7 +154,7 @@ _RULES: dict[str, _Rule] = {
     "SetTopicAttributes": _set_topic_attributes,
     "AddPermission": _on(_topic),
     "RemovePermission": _on(_topic),
-    "ListTopics": _on(_star),
+    "ListTopics": _on(star),
     "Publish": _publish,
     "PublishBatch": _on(_topic, "sns:Publish"),
     "GetDataProtectionPolicy": _on(_resource),
@@ -174,29 +166,29 @@ _RULES: dict[str, _Rule] = {
     "Subscribe": _subscribe,
     "ConfirmSubscription": _on(_topic),
     "ListSubscriptionsByTopic": _on(_topic),
-    "ListSubscriptions": _on(_star),
+    "ListSubscriptions": _on(star),
     "Unsubscribe": _on(_subscription_topic),
     "GetSubscriptionAttributes": _on(_subscription_topic),
     "SetSubscriptionAttributes": _set_subscription_attributes,
     # SMS, platform applications and endpoints: no resource type in IAM
-    "CheckIfPhoneNumberIsOptedOut": _on(_star),
-    "ListPhoneNumbersOptedOut": _on(_star),
-    "OptInPhoneNumber": _on(_star),
-    "GetSMSAttributes": _on(_star),
-    "GetSMSSandboxAccountStatus": _on(_star),
-    "ListSMSSandboxPhoneNumbers": _on(_star),
-    "CreateSMSSandboxPhoneNumber": _on(_star),
-    "DeleteSMSSandboxPhoneNumber": _on(_star),
-    "VerifySMSSandboxPhoneNumber": _on(_star),
-    "ListOriginationNumbers": _on(_star),
-    "ListPlatformApplications": _on(_star),
-    "GetPlatformApplicationAttributes": _on(_star),
-    "DeletePlatformApplication": _on(_star),
-    "ListEndpointsByPlatformApplication": _on(_star),
-    "CreatePlatformEndpoint": _on(_star),
-    "GetEndpointAttributes": _on(_star),
-    "SetEndpointAttributes": _on(_star),
-    "DeleteEndpoint": _on(_star),
+    "CheckIfPhoneNumberIsOptedOut": _on(star),
+    "ListPhoneNumbersOptedOut": _on(star),
+    "OptInPhoneNumber": _on(star),
+    "GetSMSAttributes": _on(star),
+    "GetSMSSandboxAccountStatus": _on(star),
+    "ListSMSSandboxPhoneNumbers": _on(star),
+    "CreateSMSSandboxPhoneNumber": _on(star),
+    "DeleteSMSSandboxPhoneNumber": _on(star),
+    "VerifySMSSandboxPhoneNumber": _on(star),
+    "ListOriginationNumbers": _on(star),
+    "ListPlatformApplications": _on(star),
+    "GetPlatformApplicationAttributes": _on(star),
+    "DeletePlatformApplication": _on(star),
+    "ListEndpointsByPlatformApplication": _on(star),
+    "CreatePlatformEndpoint": _on(star),
+    "GetEndpointAttributes": _on(star),
+    "SetEndpointAttributes": _on(star),
+    "DeleteEndpoint": _on(star),
 }
 
 _ROLES = "its attributes can hand SNS IAM roles and credentials whose permissions are not mapped"

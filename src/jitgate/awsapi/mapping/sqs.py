@@ -18,10 +18,8 @@ from urllib.parse import urlsplit
 from jitgate.awsapi.mapping.common import (
     PARTITION,
     REGION,
-    Arns,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
     rule_maker,
@@ -32,28 +30,22 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "sqs"
 
-_PARTITION = PARTITION
-_REGION = REGION
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _QUEUE_NAME = r"[A-Za-z0-9_\-]{1,80}(?:\.fifo)?"
 _QUEUE_NAME_RE = re.compile(_QUEUE_NAME)
-_QUEUE_ARN_RE = re.compile(rf"arn:{_PARTITION}:sqs:{_REGION}:\d{{12}}:{_QUEUE_NAME}")
+_QUEUE_ARN_RE = re.compile(rf"arn:{PARTITION}:sqs:{REGION}:\d{{12}}:{_QUEUE_NAME}")
 # AWS SQS endpoints: sqs.<region>.amazonaws.com[.cn], <region>.queue.amazonaws.com[.cn], and the
 # legacy queue.amazonaws.com (us-east-1).
 _AWS_HOST_RES = (
-    re.compile(rf"sqs\.(?P<region>{_REGION})\.amazonaws\.com(?:\.cn)?"),
-    re.compile(rf"(?P<region>{_REGION})\.queue\.amazonaws\.com(?:\.cn)?"),
+    re.compile(rf"sqs\.(?P<region>{REGION})\.amazonaws\.com(?:\.cn)?"),
+    re.compile(rf"(?P<region>{REGION})\.queue\.amazonaws\.com(?:\.cn)?"),
 )
 _LEGACY_HOST = "queue.amazonaws.com"
 
-_Rule = Rule
 
 _refuse = refuser("sqs")
 _param = param_reader("sqs")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 
 def _region_of_host(host: str) -> str | None:
@@ -148,7 +140,7 @@ def _start_message_move_task(op: Operation, ctx: MappingContext) -> list[Access]
     ]
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     "SendMessage": _on(_queue_url),
     "SendMessageBatch": _on(_queue_url, "sqs:SendMessage"),
     "ReceiveMessage": _on(_queue_url),
@@ -168,7 +160,7 @@ _RULES: dict[str, _Rule] = {
     "ListDeadLetterSourceQueues": _on(_queue_url),
     "GetQueueUrl": _on(_queue_name),
     "CreateQueue": _create_queue,
-    "ListQueues": _on(_star),
+    "ListQueues": _on(star),
     "ListMessageMoveTasks": _on(_source_arn),
     "StartMessageMoveTask": _start_message_move_task,
 }

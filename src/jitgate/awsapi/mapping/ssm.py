@@ -21,7 +21,6 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
-    dedupe,
     param_reader,
     refuser,
     rule_maker,
@@ -32,15 +31,13 @@ from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "ssm"
 
-_PARTITION = PARTITION
-_REGION = REGION
 # A parameter name: one segment, or a hierarchy that starts with "/". Up to 2048 characters.
 _NAME = r"(?:[A-Za-z0-9_.\-]+|(?:/[A-Za-z0-9_.\-]+)+)"
 _NAME_RE = re.compile(_NAME)
 _SELECTOR = r"(?::[A-Za-z0-9_.\-]{1,100})?"
 _NAME_WITH_SELECTOR_RE = re.compile(rf"(?P<name>{_NAME}){_SELECTOR}")
 _ARN_RE = re.compile(
-    rf"(?P<arn>arn:{_PARTITION}:ssm:{_REGION}:(?:\d{{12}})?:parameter/"
+    rf"(?P<arn>arn:{PARTITION}:ssm:{REGION}:(?:\d{{12}})?:parameter/"
     rf"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*)"
 )
 _ARN_WITH_SELECTOR_RE = re.compile(rf"{_ARN_RE.pattern}{_SELECTOR}")
@@ -49,20 +46,16 @@ _KMS_KEY_ID_RE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
 )
 _KMS_KEY_ARN_RE = re.compile(
-    rf"arn:{_PARTITION}:kms:{_REGION}:\d{{12}}:key/(?:{_KMS_KEY_ID_RE.pattern})"
+    rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:key/(?:{_KMS_KEY_ID_RE.pattern})"
 )
 _MAX_NAME = 2048
 _PUBLIC_PREFIX = "/aws/service/"
 _SECRETS_PREFIX = "/aws/reference/secretsmanager/"
 
-_Rule = Rule
 
 _refuse = refuser("ssm")
 _param = param_reader("ssm")
-_dedupe = dedupe
 _on = rule_maker(_PREFIX)
-_star = star
-_Arns = Arns
 
 _ONLY_PARAMETER_STORE = "only Parameter Store operations are supported"
 
@@ -92,14 +85,14 @@ def _parameter_arn(
     return f"arn:{ctx.partition}:ssm:{ctx.region}:{account}:parameter/{name.removeprefix('/')}"
 
 
-def _name(selector: bool = False) -> _Arns:
+def _name(selector: bool = False) -> Arns:
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
         return [_parameter_arn(op, ctx, _param(op, "Name"), "Name", selector=selector)]
 
     return arns
 
 
-def _names(selector: bool = False) -> _Arns:
+def _names(selector: bool = False) -> Arns:
     def arns(op: Operation, ctx: MappingContext) -> list[str]:
         names = _param(op, "Names")
         if not isinstance(names, list) or not names:
@@ -151,12 +144,12 @@ def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
     return out
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     "GetParameter": _on(_name(selector=True)),
     "GetParameters": _on(_names(selector=True)),
     "GetParameterHistory": _on(_name()),
     "GetParametersByPath": _on(_path),
-    "DescribeParameters": _on(_star),
+    "DescribeParameters": _on(star),
     "PutParameter": _put_parameter,
     "DeleteParameter": _on(_name()),
     "DeleteParameters": _on(_names()),
