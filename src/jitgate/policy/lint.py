@@ -14,12 +14,13 @@ permit about a fixed set of probe requests (one per kind of risk) and reports wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import cedarpy
 
 from jitgate.policy.durations import format_duration
 from jitgate.policy.engine import PolicyEngine, cedar_entities, cedar_request
-from jitgate.policy.source import LoadedPolicies, PolicyMeta
+from jitgate.policy.source import LoadedPolicies
 from jitgate.scope import ScopePair, build_scope
 
 ONE_HOUR = 3600
@@ -97,14 +98,14 @@ class Finding:
         return f"{self.line}: {self.policy_id}: {self.kind}: {self.message}"
 
 
+@cache
 def _pair(probe: Probe) -> ScopePair:
     return build_scope([probe.action], [probe.resource]).pairs[0]
 
 
-def _admits(meta: PolicyMeta, probe: Probe, duration: int = 60) -> bool:
-    """Would this one permit, alone, be satisfied by the probe request?"""
+def _admits(single: cedarpy.PolicySet, probe: Probe, duration: int = 60) -> bool:
+    """Would this one permit (parsed alone), be satisfied by the probe request?"""
     pair = _pair(probe)
-    single = cedarpy.PolicySet.from_str(meta.text)
     result = cedarpy.is_authorized(
         cedar_request("lint-probe-agent", pair, duration, "lint"),
         single,
@@ -117,7 +118,8 @@ def lint(policies: LoadedPolicies) -> list[Finding]:
     findings: list[Finding] = []
     permits = [m for m in policies.by_cedar_id.values() if m.effect == "permit"]
     for meta in permits:
-        risky = [p for p in (*WRITE_PROBES, *PERMISSION_PROBES) if _admits(meta, p)]
+        single = cedarpy.PolicySet.from_str(meta.text)
+        risky = [p for p in (*WRITE_PROBES, *PERMISSION_PROBES) if _admits(single, p)]
         if risky:
             if not meta.max_duration_explicit:
                 findings.append(
@@ -139,7 +141,7 @@ def lint(policies: LoadedPolicies) -> list[Finding]:
                     )
                 )
         if meta.allow_prefix:
-            broad = [p for p in BROAD_PREFIX_PROBES if _admits(meta, p)]
+            broad = [p for p in BROAD_PREFIX_PROBES if _admits(single, p)]
             if broad:
                 findings.append(
                     Finding(
