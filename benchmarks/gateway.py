@@ -15,7 +15,7 @@ are signed); each cell is the better of ``reps`` runs, the four paths interleave
 
 Then: one big object streamed GET and PUT through fresh processes with their peak RSS
 (/proc/PID/status, VmHWM reset first); jitgate variants measured side by side (SQLite
-synchronous=NORMAL, a benchmark-only patch in the launcher; uvloop; a shorter GIL switch
+``[audit] durability = "os"`` instead of the default "fsync"; uvloop; a shorter GIL switch
 interval); audit commits per call at concurrency 1; each step of a call timed in-process
 (benchmarks/gateway_pieces.py); and a py-spy profile (--gil) of jitgate under the fast-upstream
 GET 1 KiB load at concurrency 32.
@@ -94,8 +94,8 @@ class Mode:
     experiment_ops: tuple[str, ...]
 
 
-SHIPPED = ("jitgate as shipped (synchronous=FULL)", ())
-NORMAL = ("synchronous=NORMAL (benchmark-only patch)", ("--sync", "normal"))
+SHIPPED = ("jitgate as shipped (audit durability fsync)", ())
+NORMAL = ('audit durability "os" (a setting)', ("--durability", "os"))
 FULL = Mode(
     seconds=2,
     reps=2,

@@ -1,7 +1,7 @@
 """Run jitgate in its own process for the gateway benchmark: what `jitgate serve` runs.
 
 .venv/bin/python -m benchmarks.gateway_launcher --upstream http://127.0.0.1:PORT \
-    --upstream-key AK --upstream-secret SK --aws-port PORT --info FILE [--sync normal] [--uvloop]
+    --upstream-key AK --upstream-secret SK --aws-port PORT --info FILE [--durability os] [--uvloop]
 
 Builds a throwaway home (SQLite, the default policy), an agent, and the benchmark's grants
 (approved by a throwaway approver where the policy wants one), then serves the control plane
@@ -9,10 +9,9 @@ and the AWS endpoint exactly as ``jitgate serve`` does (``jitgate.server.serve``
 included). Once both listeners are up it writes the grants' credentials to FILE as JSON. On
 SIGTERM it stops cleanly and writes the audit writer's counters to FILE + ".stats".
 
-``--sync normal`` is a benchmark-only experiment, labelled as such wherever it is reported:
-it adds a connect hook that switches SQLite to ``synchronous=NORMAL`` (no fsync per group
-commit; a power cut may lose the last commits) to measure what the fsync costs. jitgate's own
-code is not changed. ``--uvloop`` runs the same server on uvloop's event loop instead of the
+``--durability os`` sets jitgate's ``[audit] durability`` setting to "os" (calls go upstream
+once their event is committed to the operating system; the disk catches up within 50 ms)
+instead of the default "fsync", to measure what waiting for the disk costs. ``--uvloop`` runs the same server on uvloop's event loop instead of the
 asyncio default one, and ``--switch-interval`` changes how long a thread may hold the GIL while
 another waits for it (CPython's default is 5 ms): two more labelled experiments.
 """
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 
 from botocore.credentials import Credentials as BotoCredentials
-from sqlalchemy import event
 
 from benchmarks.gateway_load import PUT_KEYS
 from jitgate.config import load_settings
@@ -60,21 +59,6 @@ GRANTS = {
 }
 
 
-def use_sync_normal(core: Jitgate) -> None:
-    """Benchmark-only: every new SQLite connection runs with synchronous=NORMAL."""
-
-    @event.listens_for(core.db.engine, "connect")
-    def _normal(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    core.db.engine.dispose()  # pooled connections were opened with FULL
-    with core.db.engine.connect() as connection:
-        mode = connection.exec_driver_sql("PRAGMA synchronous").scalar()
-    assert mode == 1, f"synchronous is {mode}, expected 1 (NORMAL)"
-
-
 def issue_grants(core: Jitgate) -> dict[str, dict[str, str]]:
     """The agent's grants, active: {name: AccessKeyId/SecretAccessKey/SessionToken/...}."""
     _, token = core.identity.create_agent("bench-agent")
@@ -101,9 +85,7 @@ def issue_grants(core: Jitgate) -> dict[str, dict[str, str]]:
 
 async def run(args: argparse.Namespace, home: Path) -> None:
     init_home(home)
-    core = build(load_settings(home))
-    if args.sync == "normal":
-        use_sync_normal(core)
+    core = build(dataclasses.replace(load_settings(home), audit_durability=args.durability))
     grants = issue_grants(core)
     endpoint = build_aws_endpoint(
         core,
@@ -118,7 +100,7 @@ async def run(args: argparse.Namespace, home: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def ready() -> None:
-        info = {"grants": grants, "control_port": listeners.control[1], "sync": args.sync}
+        info = {"grants": grants, "control_port": listeners.control[1], "durability": args.durability}
         tmp = Path(args.info + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(args.info)
@@ -146,7 +128,7 @@ def main() -> None:
     parser.add_argument("--upstream-secret", required=True, help="jitgate's own secret key")
     parser.add_argument("--aws-port", type=int, required=True, help="AWS endpoint port")
     parser.add_argument("--info", required=True, help="write grant credentials here (JSON)")
-    parser.add_argument("--sync", choices=("full", "normal"), default="full")
+    parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (experiment)")
     parser.add_argument(
         "--switch-interval",

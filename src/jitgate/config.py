@@ -49,6 +49,10 @@ region = "us-east-1"
 # upstream_endpoint = "https://..."    # only for sandboxes and tests; agents never choose it
 
 [audit]   # signed checkpoints and write-once copies (docs/audit-integrity.md)
+# When a call may go upstream (docs/decisions.md, D9): "fsync" once its "allowed" event is on
+# disk; "os" once it is committed to the operating system (survives jitgate being killed; a
+# power cut can lose the last 50 ms of events). SQLite only; PostgreSQL follows the server.
+durability = "fsync"
 checkpoint_interval = "60s"   # a signed checkpoint at least this often, even when idle
 signing = "file"              # Ed25519 key in audit-signing.key (0600); or "kms" + kms_key_id
 sink_alarm_after = "5m"       # a copy this far behind raises the alarm (/healthz, audit status)
@@ -84,6 +88,7 @@ class Settings:
     aws_region: str = "us-east-1"
     aws_account_id: str | None = None
     upstream_endpoint: str | None = None
+    audit_durability: str = "fsync"
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,6 +121,11 @@ def load_settings(home: Path | None = None) -> Settings:
         lapse = parse_duration(str(grants.get("lapse_after", "15m")))
     except ValueError as exc:
         raise InvalidRequest(f"{config_path}: [grants] {exc}") from None
+    durability = str(raw.get("audit", {}).get("durability", "fsync"))
+    if durability not in ("fsync", "os"):
+        raise InvalidRequest(
+            f'{config_path}: [audit] durability must be "fsync" or "os", not {durability!r}'
+        )
     sensitive = grants.get("sensitive_arns", [])
     if not isinstance(sensitive, list) or not all(isinstance(s, str) for s in sensitive):
         raise InvalidRequest(f"{config_path}: [grants] sensitive_arns must be a list of strings")
@@ -131,6 +141,7 @@ def load_settings(home: Path | None = None) -> Settings:
         aws_region=str(aws.get("region", "us-east-1")),
         aws_account_id=aws.get("account_id"),
         upstream_endpoint=aws.get("upstream_endpoint"),
+        audit_durability=durability,
         raw=raw,
     )
 

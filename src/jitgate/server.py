@@ -18,7 +18,7 @@ import uvicorn
 from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.api.app import create_control_app
-from jitgate.audit.batcher import AuditBatcher
+from jitgate.audit.batcher import audit_writer_for
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
@@ -73,7 +73,7 @@ def build_aws_endpoint(
     return AwsEndpoint(
         lookup=GrantLookup(core.db),
         master_key=core.master_key,
-        batcher=AuditBatcher(core.db, core.clock),
+        batcher=audit_writer_for(core.db, core.clock, settings.audit_durability),
         upstream=Upstream(endpoint_override=endpoint, credentials=credentials),
         clock=core.clock,
         account_id=account,

@@ -15,6 +15,7 @@ from jitgate.core import Jitgate
 from jitgate.errors import Conflict, Forbidden, InvalidRequest
 from jitgate.grants.service import consume_one_call
 from jitgate.identity.service import LOCAL_ADMIN, Principal
+from jitgate.store.driver import driver_transaction
 from jitgate.store.schema import grants as grants_table
 
 from .conftest import OBJECT_ARN, READ, WRITE, request_grant
@@ -280,17 +281,17 @@ def test_one_call_is_consumed_exactly_once(core: Jitgate, agent: Principal, pers
     )
     core.grants.approve(person("ann"), grant.id, fingerprint=grant.fingerprint)
     now = core.clock.now()
-    with core.db.write() as connection:
-        assert consume_one_call(connection, grant.id, "PutObject", now) == "consumed"
-        assert consume_one_call(connection, grant.id, "PutObject", now) == (
+    with driver_transaction(core.db) as txn:
+        assert consume_one_call(txn, grant.id, "PutObject", now) == "consumed"
+        assert consume_one_call(txn, grant.id, "PutObject", now) == (
             f"grant {grant.id} permitted one call and it has been made"
         )
     used = core.grants.get(LOCAL_ADMIN, grant.id)[0]
     assert (used.status, used.ended_by) == ("used", "jitgate")
     # A time-window grant is not a one-call grant: nothing to consume.
     other = request_grant(core, agent, READ)
-    with core.db.write() as connection:
-        assert consume_one_call(connection, other.id, "GetObject", now) is None
+    with driver_transaction(core.db) as txn:
+        assert consume_one_call(txn, other.id, "GetObject", now) is None
 
 
 def test_one_call_names_its_operation(core: Jitgate, agent: Principal, person) -> None:
@@ -303,9 +304,9 @@ def test_one_call_names_its_operation(core: Jitgate, agent: Principal, person) -
         operation="PutObject",
     )
     core.grants.approve(person("ann"), grant.id)
-    with core.db.write() as connection:
+    with driver_transaction(core.db) as txn:
         assert consume_one_call(
-            connection, grant.id, "CreateMultipartUpload", core.clock.now()
+            txn, grant.id, "CreateMultipartUpload", core.clock.now()
         ) == (f"grant {grant.id} permits one PutObject call, not CreateMultipartUpload")
     assert core.grants.get(LOCAL_ADMIN, grant.id)[0].status == "active"
 

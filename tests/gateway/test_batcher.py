@@ -1,110 +1,281 @@
-"""Group commit: durable before the waiter resumes, guards refuse inside the transaction."""
+"""Group commit: durable before the waiter resumes, guards refuse inside the transaction.
+
+Every contract test runs for each writer the gateway can use on the test's database: on
+SQLite the event-loop writer in both durabilities and the thread writer; on PostgreSQL the
+thread writer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import sqlite3
+import threading
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
-from jitgate.audit.batcher import AuditBatcher
+from jitgate.audit.batcher import AuditBatcher, AuditWriter, LoopAuditWriter
 from jitgate.audit.log import NewEvent
 from jitgate.core import Jitgate
 from jitgate.errors import AuditUnavailable
+from jitgate.store.driver import DriverTxn
+
+MakeWriter = Callable[[Jitgate], AuditWriter]
+
+WRITERS: dict[str, MakeWriter] = {
+    "loop-fsync": lambda core: LoopAuditWriter(core.db, core.clock, durability="fsync"),
+    "loop-os": lambda core: LoopAuditWriter(core.db, core.clock, durability="os"),
+    "thread": lambda core: AuditBatcher(core.db, core.clock),
+}
+
+
+@pytest.fixture(params=sorted(WRITERS))
+def make_writer(request: pytest.FixtureRequest, core: Jitgate) -> MakeWriter:
+    if request.param.startswith("loop") and core.db.dialect != "sqlite":
+        pytest.skip("the event-loop writer is SQLite's")
+    return WRITERS[request.param]
 
 
 class Refused(Exception):
     pass
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+def run_with(writer: AuditWriter, make_coro):  # type: ignore[no-untyped-def]
+    """Run ``make_coro()`` on a fresh event loop (in a thread of its own, whatever loop the
+    test process may have running) with ``writer`` started, then stop it."""
+
+    async def main():  # type: ignore[no-untyped-def]
+        writer.start()
+        try:
+            return await make_coro()
+        finally:
+            writer.stop()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
-def test_waiters_resume_only_after_their_events_are_committed(core: Jitgate) -> None:
-    batcher = AuditBatcher(core.db, core.clock)
-    batcher.start()
-    try:
+def test_waiters_resume_only_after_their_events_are_committed(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    writer = make_writer(core)
+    seen_by_others: list[int] = []
 
-        async def many() -> list[int]:
-            return await asyncio.gather(
-                *(
-                    batcher.record(NewEvent("call.allowed", "agent:a", data={"n": i}))
-                    for i in range(50)
-                )
-            )
+    async def many() -> list[int]:
+        async def one(i: int) -> int:
+            seq = await writer.record(NewEvent("call.allowed", "agent:a", data={"n": i}))
+            # Another connection sees the event as soon as its waiter resumes.
+            seen_by_others.append(core.audit.head()[0] >= seq)
+            return seq
 
-        seqs = run(many())
-    finally:
-        batcher.stop()
+        return await asyncio.gather(*(one(i) for i in range(50)))
+
+    seqs = run_with(writer, many)
     assert sorted(seqs) == list(range(1, 51))
+    assert all(seen_by_others)
     assert core.audit.count() == 50
     assert core.audit.verify().ok
-    assert batcher.batches < 50  # grouped: fewer transactions than events
+    assert writer.batches < 50  # grouped: fewer transactions than events
 
 
-def test_a_guard_that_raises_refuses_only_its_own_event(core: Jitgate) -> None:
-    batcher = AuditBatcher(core.db, core.clock)
-    batcher.start()
+def test_a_guard_that_raises_refuses_only_its_own_event(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    writer = make_writer(core)
 
-    def refuse(connection: Connection) -> None:
+    def refuse(txn: DriverTxn) -> None:
         raise Refused("grant was revoked")
 
-    try:
+    async def mixed() -> list[object]:
+        return await asyncio.gather(
+            writer.record(NewEvent("call.allowed", "agent:a", data={"n": 1})),
+            writer.record(NewEvent("call.allowed", "agent:b", data={"n": 2}), guard=refuse),
+            writer.record(NewEvent("call.allowed", "agent:c", data={"n": 3})),
+            return_exceptions=True,
+        )
 
-        async def mixed() -> list[object]:
-            return await asyncio.gather(
-                batcher.record(NewEvent("call.allowed", "agent:a", data={"n": 1})),
-                batcher.record(NewEvent("call.allowed", "agent:b", data={"n": 2}), guard=refuse),
-                batcher.record(NewEvent("call.allowed", "agent:c", data={"n": 3})),
-                return_exceptions=True,
-            )
-
-        results = run(mixed())
-    finally:
-        batcher.stop()
+    results = run_with(writer, mixed)
     assert isinstance(results[1], Refused)
     assert [e.actor for e in core.audit.events()] == ["agent:a", "agent:c"]
     assert core.audit.verify().ok
 
 
-def test_a_guard_sees_state_committed_before_it(core: Jitgate) -> None:
+def test_a_guard_sees_state_committed_before_it(core: Jitgate, make_writer: MakeWriter) -> None:
     _, token = core.identity.create_agent("bot")
     principal = core.identity.authenticate(token)
     grant, _ = core.grants.request(
         principal, actions=["s3:GetObject"], resources=["arn:aws:s3:::b/k"], reason="r"
     )
     core.grants.revoke(principal, grant.id)
-    batcher = AuditBatcher(core.db, core.clock)
-    batcher.start()
+    writer = make_writer(core)
 
-    def still_active(connection: Connection) -> None:
-        status = connection.execute(
-            text("SELECT status FROM grants WHERE id = :id"), {"id": grant.id}
-        ).scalar_one()
+    def still_active(txn: DriverTxn) -> None:
+        (status,) = txn.one("SELECT status FROM grants WHERE id = ?", (grant.id,))
         if status != "active":
             raise Refused(status)
 
-    try:
-        with pytest.raises(Refused, match="revoked"):
-            run(
-                batcher.record(
-                    NewEvent("call.allowed", "agent:bot", grant_id=grant.id), guard=still_active
-                )
-            )
-    finally:
-        batcher.stop()
+    with pytest.raises(Refused, match="revoked"):
+        run_with(
+            writer,
+            lambda: writer.record(
+                NewEvent("call.allowed", "agent:bot", grant_id=grant.id), guard=still_active
+            ),
+        )
     assert core.audit.events(grant_id=grant.id, types=["call.allowed"]) == []
 
 
-def test_when_the_log_cannot_be_written_every_waiter_fails(core: Jitgate) -> None:
+def test_when_the_log_cannot_be_written_every_waiter_fails(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
     with core.db.write() as connection:
         connection.execute(text("DROP TABLE audit_events"))
-    batcher = AuditBatcher(core.db, core.clock)
-    batcher.start()
+    writer = make_writer(core)
+
+    async def two() -> list[object]:
+        return await asyncio.gather(
+            writer.record(NewEvent("call.allowed", "agent:a")),
+            writer.record(NewEvent("call.allowed", "agent:b")),
+            return_exceptions=True,
+        )
+
+    results = run_with(writer, two)
+    assert all(isinstance(result, AuditUnavailable) for result in results)
+    assert writer.failures >= 1
+
+
+def test_outcomes_nobody_waits_for_are_written_in_order(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    writer = make_writer(core)
+
+    async def calls() -> None:
+        for i in range(3):
+            await writer.record(NewEvent("call.allowed", "agent:a", data={"n": i}))
+            writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": i}))
+        await asyncio.sleep(0.05)  # the last outcome lingers for company, then is written
+
+    run_with(writer, calls)
+    events = core.audit.events()
+    assert [(e.type, e.data["n"]) for e in events] == [
+        (kind, n) for n in range(3) for kind in ("call.allowed", "call.completed")
+    ]
+
+
+def test_stop_writes_what_is_still_pending(core: Jitgate, make_writer: MakeWriter) -> None:
+    writer = make_writer(core)
+
+    async def leave_one() -> None:
+        writer.record_nowait(NewEvent("call.completed", "agent:a"))
+
+    run_with(writer, leave_one)
+    assert [e.type for e in core.audit.events()] == ["call.completed"]
+
+
+# --- the event-loop writer (SQLite) ------------------------------------------------------------
+def sqlite_only(core: Jitgate) -> None:
+    if core.db.dialect != "sqlite":
+        pytest.skip("the event-loop writer is SQLite's")
+
+
+def test_while_another_writer_holds_the_database_the_loop_keeps_running(core: Jitgate) -> None:
+    """A batch that finds SQLite's write lock taken waits in a thread, not on the event loop."""
+    sqlite_only(core)
+    database = core.db.engine.url.database
+    assert database is not None
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    writer = LoopAuditWriter(core.db, core.clock)
+    ticks = 0
+
+    async def scenario() -> int:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        recording = asyncio.create_task(writer.record(NewEvent("call.allowed", "agent:a")))
+        await asyncio.sleep(0.2)
+        assert not recording.done()  # still waiting for the lock...
+        before = ticks
+        holder.execute("COMMIT")  # ...which is released now
+        seq = await recording
+        ticker.cancel()
+        assert before >= 10  # the loop kept serving while the batch waited
+        return seq
+
     try:
-        with pytest.raises(AuditUnavailable):
-            run(batcher.record(NewEvent("call.allowed", "agent:a")))
+        assert run_with(writer, scenario) == 1
     finally:
-        batcher.stop()
-    assert batcher.failures == 1
+        holder.close()
+    assert core.audit.count() == 1
+
+
+def test_fsync_durability_waits_for_the_disk(core: Jitgate) -> None:
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync")
+    on_disk = threading.Event()
+    real_fsync = writer._fsync_wal
+
+    def slow_fsync() -> None:
+        on_disk.wait(5)
+        real_fsync()
+
+    writer._fsync_wal = slow_fsync  # type: ignore[method-assign]
+
+    async def scenario() -> int:
+        recording = asyncio.create_task(writer.record(NewEvent("call.allowed", "agent:a")))
+        await asyncio.sleep(0.1)
+        assert core.audit.count() == 1  # committed...
+        assert not recording.done()  # ...but not yet on disk, so the call may not go on
+        on_disk.set()
+        return await recording
+
+    assert run_with(writer, scenario) == 1
+    assert writer.syncs >= 1
+
+
+def test_a_failed_fsync_fails_its_waiters(core: Jitgate) -> None:
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync")
+
+    def broken_disk() -> None:
+        raise OSError(5, "Input/output error")
+
+    writer._fsync_wal = broken_disk  # type: ignore[method-assign]
+    with pytest.raises(AuditUnavailable):
+        run_with(writer, lambda: writer.record(NewEvent("call.allowed", "agent:a")))
+    assert writer.failures == 1
+
+
+def test_os_durability_resumes_at_commit_and_syncs_soon_after(core: Jitgate) -> None:
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="os", os_sync_seconds=0.01)
+    real_fsync = writer._fsync_wal
+    calls: list[str] = []
+
+    def watched_fsync() -> None:
+        calls.append("fsync")
+        real_fsync()
+
+    writer._fsync_wal = watched_fsync  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await writer.record(NewEvent("call.allowed", "agent:a"))
+        assert calls == []  # resumed at commit, before any fsync
+        await asyncio.sleep(0.1)
+        assert calls == ["fsync"]  # the disk caught up on its own
+
+    run_with(writer, scenario)
+
+
+def test_the_loop_writer_refuses_postgresql(core: Jitgate) -> None:
+    if core.db.dialect == "sqlite":
+        pytest.skip("PostgreSQL only")
+    with pytest.raises(ValueError, match="SQLite only"):
+        LoopAuditWriter(core.db, core.clock)

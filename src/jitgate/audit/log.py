@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from jitgate.audit.chain import VerifyResult, canonical_json, event_hash, verify_rows
 from jitgate.clock import isoformat
 from jitgate.store.db import Database
+from jitgate.store.driver import SQLITE, DriverTxn
 from jitgate.store.schema import audit_checkpoints, audit_events, audit_head
 
 _CHAIN_PAGE = text(
@@ -74,6 +75,30 @@ def _body(seq: int, when: datetime, event: NewEvent) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ChainRow:
+    """One event ready to store: its place in the chain, its canonical body and its hash."""
+
+    seq: int
+    event: NewEvent
+    body: str
+    prev_hash: str
+    hash: str
+
+
+def chain(head: tuple[int, str], when: datetime, events: Sequence[NewEvent]) -> list[ChainRow]:
+    """The rows that extend the chain ending at ``head`` (seq, hash) with ``events`` (pure)."""
+    seq, running = head
+    rows: list[ChainRow] = []
+    for event in events:
+        seq += 1
+        body = _body(seq, when, event)
+        digest = event_hash(running, body)
+        rows.append(ChainRow(seq, event, body, running, digest))
+        running = digest
+    return rows
+
+
 def append(connection: Connection, when: datetime, events: Sequence[NewEvent]) -> list[int]:
     """Append events to the chain within the caller's transaction; returns their seqs."""
     if not events:
@@ -81,31 +106,67 @@ def append(connection: Connection, when: datetime, events: Sequence[NewEvent]) -
     head = connection.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).one()
-    seq, running = int(head.seq), str(head.hash)
-    rows: list[dict[str, Any]] = []
-    seqs: list[int] = []
-    for event in events:
-        seq += 1
-        body = _body(seq, when, event)
-        digest = event_hash(running, body)
-        rows.append(
+    rows = chain((int(head.seq), str(head.hash)), when, events)
+    connection.execute(
+        insert(audit_events),
+        [
             {
-                "seq": seq,
+                "seq": row.seq,
                 "ts": when,
-                "type": event.type,
-                "actor": event.actor,
-                "agent": event.agent,
-                "grant_id": event.grant_id,
-                "body": body,
-                "prev_hash": running,
-                "hash": digest,
+                "type": row.event.type,
+                "actor": row.event.actor,
+                "agent": row.event.agent,
+                "grant_id": row.event.grant_id,
+                "body": row.body,
+                "prev_hash": row.prev_hash,
+                "hash": row.hash,
             }
-        )
-        seqs.append(seq)
-        running = digest
-    connection.execute(insert(audit_events), rows)
-    connection.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=running))
-    return seqs
+            for row in rows
+        ],
+    )
+    last = rows[-1]
+    connection.execute(
+        update(audit_head).where(audit_head.c.id == 1).values(seq=last.seq, hash=last.hash)
+    )
+    return [row.seq for row in rows]
+
+
+_HEAD_FOR_UPDATE = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_INSERT_EVENT = (
+    "INSERT INTO audit_events (seq, ts, type, actor, agent, grant_id, body, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_HEAD = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+
+
+def append_driver(txn: DriverTxn, when: datetime, events: Sequence[NewEvent]) -> list[int]:
+    """``append`` on the DBAPI cursor (the gateway's hot path): the same rows, no SQLAlchemy."""
+    if not events:
+        return []
+    lock = "" if txn.dialect == SQLITE else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds it
+    seq, running = txn.one(_HEAD_FOR_UPDATE + lock)
+    rows = chain((int(seq), str(running)), when, events)
+    ts = txn.timestamp(when)
+    txn.executemany(
+        _INSERT_EVENT,
+        [
+            (
+                row.seq,
+                ts,
+                row.event.type,
+                row.event.actor,
+                row.event.agent,
+                row.event.grant_id,
+                row.body,
+                row.prev_hash,
+                row.hash,
+            )
+            for row in rows
+        ],
+    )
+    last = rows[-1]
+    txn.execute(_UPDATE_HEAD, (last.seq, last.hash))
+    return [row.seq for row in rows]
 
 
 def _stored(row: Any) -> StoredEvent:

@@ -20,9 +20,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import aiohttp
-from sqlalchemy import Connection
 
-from jitgate.audit.batcher import AuditBatcher
+from jitgate.audit.batcher import AuditWriter
 from jitgate.audit.log import NewEvent
 from jitgate.awsapi import sigv4
 from jitgate.awsapi.mapping import required_access
@@ -31,10 +30,11 @@ from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOpera
 from jitgate.clock import Clock
 from jitgate.errors import AuditUnavailable
 from jitgate.gateway.errors import AwsError, protocol_for, render
-from jitgate.gateway.lookup import GatewayGrant, GrantLookup
+from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.upstream import Upstream
 from jitgate.grants.credentials import MasterKey
 from jitgate.grants.service import consume_one_call
+from jitgate.store.driver import DriverTxn
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AwsEndpoint:
         *,
         lookup: GrantLookup,
         master_key: MasterKey,
-        batcher: AuditBatcher,
+        batcher: AuditWriter,
         upstream: Upstream,
         clock: Clock,
         account_id: str,
@@ -286,14 +286,14 @@ class AwsEndpoint:
 
         data = call.event_data()
 
-        def still_live(connection: Connection) -> None:
+        def still_live(txn: DriverTxn) -> None:
             # Checked again in the transaction that records the call, so a revocation that
             # committed while this call was being checked still stops it.
-            self._check_live(self.lookup.refreshed(connection, grant), now)
+            self._check_live(refreshed(txn, grant), now)
             # A one-exact-call grant is used up by the call it lets through, in this same
             # transaction: of two racing calls exactly one is recorded as allowed.
             if grant.one_call and call.access and operation is not None:
-                used = consume_one_call(connection, grant.id, operation.name, now)
+                used = consume_one_call(txn, grant.id, operation.name, now)
                 if used == "consumed":
                     data["one_call"] = True  # written with this event: it used the grant
                 elif used is not None:

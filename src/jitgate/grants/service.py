@@ -26,6 +26,7 @@ from jitgate.policy.engine import AUTO, DENIED, PolicyEngine
 from jitgate.policy.source import MAX_GRANT_SECONDS
 from jitgate.scope import Scope, build_scope
 from jitgate.store.db import Database
+from jitgate.store.driver import DriverTxn, json_from_db
 from jitgate.store.schema import agents, approvals, grants, users
 
 MAX_REASON = 1000
@@ -776,10 +777,15 @@ def check_one_call(
     return {"operation": operation}
 
 
-def consume_one_call(
-    connection: Connection, grant_id: str, operation: str, now: datetime
-) -> str | None:
-    """Use up a one-exact-call grant for a call, in the caller's transaction.
+_ONE_CALL_OF = "SELECT one_call FROM grants WHERE id = ?"
+_USE_ONE_CALL = (
+    "UPDATE grants SET status = ?, ended_at = ?, ended_by = 'jitgate' WHERE id = ? AND status = ?"
+)
+
+
+def consume_one_call(txn: DriverTxn, grant_id: str, operation: str, now: datetime) -> str | None:
+    """Use up a one-exact-call grant for a call, in the caller's transaction (the audit
+    writer's, on the DBAPI cursor: this runs on the gateway's hot path).
 
     Returns None when the grant is not a one-call grant (nothing to do), "consumed" when this
     call used it (the grant is now ``used``), or a refusal message. The conditional UPDATE on
@@ -787,21 +793,18 @@ def consume_one_call(
     finds it no longer active (SQLite serialises writers; PostgreSQL re-checks the row after
     the first transaction commits).
     """
-    row = connection.execute(
-        select(grants.c.one_call, grants.c.status).where(grants.c.id == grant_id)
-    ).one()
-    if row.one_call is None:
+    (raw,) = txn.one(_ONE_CALL_OF, (grant_id,))
+    one_call = json_from_db(raw)
+    if one_call is None:
         return None
-    wanted = row.one_call.get("operation")
+    wanted = one_call.get("operation")
     if wanted and wanted != operation:
         return f"grant {grant_id} permits one {wanted} call, not {operation}"
     states.check_transition(states.ACTIVE, states.USED, grant_id)
-    result = connection.execute(
-        update(grants)
-        .where(grants.c.id == grant_id, grants.c.status == states.ACTIVE)
-        .values(status=states.USED, ended_at=now, ended_by="jitgate")
+    cursor = txn.execute(
+        _USE_ONE_CALL, (states.USED, txn.timestamp(now), grant_id, states.ACTIVE)
     )
-    if result.rowcount != 1:
+    if cursor.rowcount != 1:
         return f"grant {grant_id} permitted one call and it has been made"
     return "consumed"
 
