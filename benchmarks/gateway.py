@@ -14,9 +14,9 @@ thread, keep-alive) replaying freshly signed requests (benchmarks/gateway_load.p
 are signed); each cell is the better of ``reps`` runs, the four paths interleaved run by run.
 
 Then: one big object streamed GET and PUT through fresh processes with their peak RSS
-(/proc/PID/status, VmHWM reset first); jitgate variants measured side by side (SQLite
-``[audit] durability = "os"`` instead of the default "fsync"; uvloop; a shorter GIL switch
-interval); audit commits per call at concurrency 1; each step of a call timed in-process
+(/proc/PID/status, VmHWM reset first); jitgate variants measured side by side
+(``[audit] durability = "os"`` instead of the default "fsync"; asyncio's own event loop
+instead of uvloop; a shorter GIL switch interval); audit commits per call at concurrency 1; each step of a call timed in-process
 (benchmarks/gateway_pieces.py); and a py-spy profile (--gil) of jitgate under the fast-upstream
 GET 1 KiB load at concurrency 32.
 
@@ -107,7 +107,7 @@ FULL = Mode(
     experiments=(
         SHIPPED,
         NORMAL,
-        ("uvloop event loop (experiment)", ("--uvloop",)),
+        ("asyncio's own event loop, not uvloop (experiment)", ("--asyncio-loop",)),
         ("GIL switch interval 0.5 ms (experiment)", ("--switch-interval", "0.0005")),
     ),
     experiment_ops=("S3 GetObject 1 KiB", "S3 GetObject 1 MiB"),

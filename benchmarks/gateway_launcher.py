@@ -1,7 +1,7 @@
 """Run jitgate in its own process for the gateway benchmark: what `jitgate serve` runs.
 
 .venv/bin/python -m benchmarks.gateway_launcher --upstream http://127.0.0.1:PORT \
-    --upstream-key AK --upstream-secret SK --aws-port PORT --info FILE [--durability os] [--uvloop]
+    --upstream-key AK --upstream-secret SK --aws-port PORT --info FILE [--durability os] [--asyncio-loop]
 
 Builds a throwaway home (SQLite, the default policy), an agent, and the benchmark's grants
 (approved by a throwaway approver where the policy wants one), then serves the control plane
@@ -11,8 +11,9 @@ SIGTERM it stops cleanly and writes the audit writer's counters to FILE + ".stat
 
 ``--durability os`` sets jitgate's ``[audit] durability`` setting to "os" (calls go upstream
 once their event is committed to the operating system; the disk catches up within 50 ms)
-instead of the default "fsync", to measure what waiting for the disk costs. ``--uvloop`` runs the same server on uvloop's event loop instead of the
-asyncio default one, and ``--switch-interval`` changes how long a thread may hold the GIL while
+instead of the default "fsync", to measure what waiting for the disk costs.
+``--asyncio-loop`` runs the same server on asyncio's own event loop instead of uvloop, and
+``--switch-interval`` changes how long a thread may hold the GIL while
 another waits for it (CPython's default is 5 ms): two more labelled experiments.
 """
 
@@ -34,7 +35,7 @@ from benchmarks.gateway_load import PUT_KEYS
 from jitgate.config import load_settings
 from jitgate.core import Jitgate, build, init_home
 from jitgate.sandbox.moto import free_port
-from jitgate.server import Listeners, build_aws_endpoint, serve
+from jitgate.server import Listeners, build_aws_endpoint, run_event_loop, serve
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -129,7 +130,11 @@ def main() -> None:
     parser.add_argument("--aws-port", type=int, required=True, help="AWS endpoint port")
     parser.add_argument("--info", required=True, help="write grant credentials here (JSON)")
     parser.add_argument("--durability", choices=("fsync", "os"), default="fsync")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (experiment)")
+    parser.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="run on asyncio's own event loop instead of uvloop (experiment)",
+    )
     parser.add_argument(
         "--switch-interval",
         type=float,
@@ -141,12 +146,10 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
     home = Path(tempfile.mkdtemp(prefix="jitgate-bench-gw-"))
     try:
-        if args.uvloop:
-            import uvloop
-
-            uvloop.run(run(args, home))
-        else:
+        if args.asyncio_loop:
             asyncio.run(run(args, home))
+        else:
+            run_event_loop(run(args, home))  # as `jitgate serve` runs
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

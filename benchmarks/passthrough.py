@@ -1,9 +1,9 @@
 """A bare pass-through HTTP proxy on jitgate's own server stack: the floor of a Python hop.
 
-uvicorn (same configuration as jitgate's AWS endpoint: uvloop + httptools when installed, no
-access log, no lifespan) serving a plain ASGI app that forwards every request, unchanged and
-unchecked, over a pooled aiohttp session configured like jitgate's upstream, streaming both
-ways in the same 256 KiB pieces. No SigV4, no grant lookup, no audit: whatever jitgate costs
+uvicorn (same configuration as jitgate's AWS endpoint: httptools, no access log, no lifespan)
+on the same event loop as `jitgate serve` (uvloop), serving a plain ASGI app that forwards
+every request, unchanged and unchecked, over a pooled aiohttp session configured like
+jitgate's upstream, streaming both ways in the same 256 KiB pieces. No SigV4, no grant lookup, no audit: whatever jitgate costs
 beyond this is its checks, its record and its re-signing.
 
 Run: .venv/bin/python -m benchmarks.passthrough --upstream http://127.0.0.1:PORT --port PORT
@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 import uvicorn
+
+from jitgate.server import run_event_loop  # the same event loop as `jitgate serve`
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -161,7 +163,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.upstream, args.port, args.read_bufsize))
+        run_event_loop(serve(args.upstream, args.port, args.read_bufsize))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import boto3
 import uvicorn
@@ -25,6 +26,7 @@ from jitgate.gateway.lookup import GrantLookup
 from jitgate.gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SWEEP_INTERVAL_SECONDS = 0.5
 
@@ -94,6 +96,16 @@ def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Serv
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     return server
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop's event loop (what uvicorn itself picks when uvloop is installed,
+    and it comes with uvicorn[standard]); on asyncio's own loop where uvloop is missing."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _url_host(host: str) -> str:
@@ -192,7 +204,7 @@ class ServerThread:
             )
 
         try:
-            asyncio.run(main())
+            run_event_loop(main())
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self.error = exc
             self._ready.set()

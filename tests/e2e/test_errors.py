@@ -258,6 +258,27 @@ def test_revoked_grant(stack: Stack, revoked: GrantInfo, family: str) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILY_IDS)
+def test_a_grant_in_use_stops_at_the_next_call_once_revoked(stack: Stack, family: str) -> None:
+    """The gateway remembers a live grant for a moment between calls (GrantLookup); the
+    transaction that records each call reads the grant again, so a revocation between two
+    calls stops the second one at once."""
+    f = BY_NAME[family]
+    grant = stack.grant(*all_scope())
+    client = stack.client(f.service, grant.creds)
+    assert f.ok(client) is not None  # the grant is now remembered
+    response = httpx.post(
+        f"{stack.control_url}/v1/grants/{grant.id}/revoke",
+        headers={"authorization": f"Bearer {grant.agent.token}"},
+        json={"comment": "stop now"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    message, request_id = refused(stack, f.ok, client, "AccessDenied")
+    assert message == f"grant {grant.id} was revoked"
+    check_recorded(stack, request_id, "AccessDenied", grant.id)
+
+
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_disabled_agent(stack: Stack, disabled: GrantInfo, family: str) -> None:
     f = BY_NAME[family]
     message, request_id = refused(

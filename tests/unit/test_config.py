@@ -28,6 +28,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.control_listen == ("127.0.0.1", 8751)
     assert settings.aws_listen == ("127.0.0.1", 8750)
     assert (settings.default_duration_seconds, settings.lapse_seconds) == (300, 900)
+    assert settings.audit_durability == "fsync"
     assert settings.sensitive_arns == ()
 
 
@@ -53,6 +54,7 @@ def test_environment_database_url_wins(tmp_path: Path, monkeypatch: pytest.Monke
             "control_listen must be HOST:PORT, got 'localhost'",
         ),
         ('[server]\naws_listen = "127.0.0.1:99999"\n', "aws_listen must be HOST:PORT"),
+        ('[audit]\ndurability = "sometimes"\n', '[audit] durability must be "fsync" or "os"'),
     ],
 )
 def test_bad_settings_are_refused_naming_the_problem(

@@ -67,6 +67,9 @@ class AuditWriter(Protocol):
     def record_nowait(self, event: NewEvent) -> None: ...
 
 
+_SyncRequest = tuple[asyncio.AbstractEventLoop, list[tuple["asyncio.Future[int] | None", int]]]
+
+
 @dataclass
 class _Item:
     event: NewEvent
@@ -166,16 +169,29 @@ class LoopAuditWriter:
         self._sync_timer: asyncio.TimerHandle | None = None
         self._wal_fd: int | None = None
         self._wal_path: Path | None = None
+        self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
+        self._syncer: threading.Thread | None = None
 
     # lifecycle
     def start(self) -> None:
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=2, thread_name_prefix="audit-sync"
+                max_workers=1, thread_name_prefix="audit-wait"
             )
+        if self._sync_requests is None:
+            self._sync_requests = queue.SimpleQueue()
+            self._syncer = threading.Thread(
+                target=self._sync_thread, args=(self._sync_requests,), name="audit-sync"
+            )
+            self._syncer.daemon = True
+            self._syncer.start()
 
     def stop(self) -> None:
         """Write what is still pending, make it durable, and release the connection."""
+        if self._sync_requests is not None and self._syncer is not None:
+            self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
+            self._syncer.join(10)
+            self._sync_requests = None
         with self._lock:
             pending, self._pending = self._pending, []
             if pending:
@@ -308,19 +324,30 @@ class LoopAuditWriter:
 
     def _sync_soon(self) -> None:
         self._sync_timer = None
-        if self._syncing or self._executor is None or self._loop is None:
+        if self._syncing or self._sync_requests is None or self._loop is None:
             return  # the running sync starts the next one when it finishes
         self._syncing = True
         waiting, self._unsynced = self._unsynced, []
-        done = self._loop.run_in_executor(self._executor, self._fsync_wal)
-        done.add_done_callback(lambda f: self._synced(waiting, f))
+        self._sync_requests.put((self._loop, waiting))
+
+    def _sync_thread(self, requests: queue.SimpleQueue[_SyncRequest | None]) -> None:
+        """fsync the log for each request and hand the waiters back to their loop (a thread of
+        its own: cheaper per sync than an executor's futures, which the loop pays for)."""
+        while (request := requests.get()) is not None:
+            loop, waiting = request
+            error: OSError | None = None
+            try:
+                self._fsync_wal()
+            except OSError as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(self._synced, waiting, error)
 
     def _synced(
-        self, waiting: list[tuple[asyncio.Future[int] | None, int]], done: asyncio.Future[None]
+        self, waiting: list[tuple[asyncio.Future[int] | None, int]], error: OSError | None
     ) -> None:
         self._syncing = False
-        error = None if done.cancelled() else done.exception()
-        if error is not None or done.cancelled():
+        if error is not None:
             self.failures += 1
             log.error("audit log fsync failed: %s", error)
             _deliver_all([(future, AuditUnavailable(_UNAVAILABLE)) for future, _ in waiting])

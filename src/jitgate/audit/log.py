@@ -61,11 +61,11 @@ class StoredEvent:
         }
 
 
-def _body(seq: int, when: datetime, event: NewEvent) -> str:
+def _body(seq: int, ts: str, event: NewEvent) -> str:
     return canonical_json(
         {
             "seq": seq,
-            "ts": isoformat(when),
+            "ts": ts,
             "type": event.type,
             "actor": event.actor,
             "agent": event.agent,
@@ -89,10 +89,11 @@ class ChainRow:
 def chain(head: tuple[int, str], when: datetime, events: Sequence[NewEvent]) -> list[ChainRow]:
     """The rows that extend the chain ending at ``head`` (seq, hash) with ``events`` (pure)."""
     seq, running = head
+    ts = isoformat(when)
     rows: list[ChainRow] = []
     for event in events:
         seq += 1
-        body = _body(seq, when, event)
+        body = _body(seq, ts, event)
         digest = event_hash(running, body)
         rows.append(ChainRow(seq, event, body, running, digest))
         running = digest

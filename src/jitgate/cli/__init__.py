@@ -7,7 +7,6 @@ as the host's administrator. Errors print one line and exit non-zero.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -130,7 +129,7 @@ def serve(
 ) -> None:
     """Run the control plane and the AWS endpoint."""
     from jitgate.core import build
-    from jitgate.server import Listeners, build_aws_endpoint
+    from jitgate.server import Listeners, build_aws_endpoint, run_event_loop
     from jitgate.server import serve as serve_forever
 
     if (tls_cert is None) != (tls_key is None):
@@ -158,7 +157,7 @@ def serve(
         control, aws, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(core, listeners, endpoint=endpoint))
+        run_event_loop(serve_forever(core, listeners, endpoint=endpoint))
 
 
 @app.command()

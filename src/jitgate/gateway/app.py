@@ -9,11 +9,13 @@ exactly is refused, in the error shape the calling SDK expects, and recorded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,8 +145,21 @@ class AwsEndpoint:
         self.clock = clock
         self.account_id = account_id
         self.gateway_hosts = gateway_hosts
+        # Request ids: unique per process start (a random prefix) and cheap per call (a counter;
+        # os.urandom is a system call, ~10 us here).
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
         self.key_cache = sigv4.SigningKeyCache()
         self.upstream_key_cache = sigv4.SigningKeyCache()
+        # A grant's secret key and session token, derived from the master key (two HMACs),
+        # for the grants in use; they live in this process's memory like the master key.
+        self._derived = functools.lru_cache(maxsize=4096)(self._derive)
+
+    def _derive(self, access_key_id: str, grant_id: str) -> tuple[str, str]:
+        return (
+            self.master_key.secret_access_key(access_key_id, grant_id),
+            self.master_key.session_token(access_key_id, grant_id),
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,7 +169,7 @@ class AwsEndpoint:
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         call = Call(
-            request_id=uuid.uuid4().hex,
+            request_id=f"{self._id_prefix}{next(self._id_counter):016x}",
             method=scope["method"],
             raw_path=raw_path.decode("latin-1"),
             query=scope.get("query_string", b"").decode("latin-1"),
@@ -216,7 +231,7 @@ class AwsEndpoint:
                 "The AWS Access Key Id you provided does not exist in our records.",
             )
         call.grant = grant
-        secret = self.master_key.secret_access_key(parsed.access_key_id, grant.id)
+        secret, expected_token = self._derived(parsed.access_key_id, grant.id)
 
         # S3 bodies stream (objects can be huge) and S3 declares their hash up front; other
         # services' bodies are small and needed whole to verify the signature.
@@ -240,7 +255,7 @@ class AwsEndpoint:
         except sigv4.SigV4Error as exc:
             raise AwsError(exc.code, exc.message) from None
         token = info.security_token or ""
-        if not self.master_key.session_token_matches(token, parsed.access_key_id, grant.id):
+        if not hmac.compare_digest(token.encode(), expected_token.encode()):
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         self._check_live(grant, now)
 

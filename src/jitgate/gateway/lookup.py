@@ -8,9 +8,12 @@ grant, is parsed once and cached.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
+from json import dumps as json_dumps
 
 from jitgate.scope import Scope, build_scope
 from jitgate.store.db import Database
@@ -35,10 +38,18 @@ class GatewayGrant:
 
 
 @lru_cache(maxsize=4096)
-def _scope(grant_id: str, actions: tuple[str, ...], resources: tuple[str, ...]) -> Scope:
+def _scope(grant_id: str, actions: object, resources: object) -> Scope:
+    """A grant's scope from its columns as the driver returns them (JSON text on SQLite, so
+    the text itself is the cache key and is parsed once)."""
     del grant_id  # part of the cache key only
-    return build_scope(actions, resources)
+    return build_scope(tuple(json_from_db(actions)), tuple(json_from_db(resources)))
 
+
+def _hashable(value: object) -> object:
+    return value if isinstance(value, str | bytes) else json_dumps(value)
+
+
+_RECENT_MAX = 10_000
 
 _LOOKUP = (
     "SELECT g.id, g.agent, g.actions, g.resources, g.status, g.expires_at, a.disabled, g.one_call"
@@ -56,13 +67,44 @@ class GrantLookup:
     ~50 us, most of the endpoint's CPU (see benchmarks/gateway_pieces.py); the raw query on a
     kept connection costs a few microseconds."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        fresh_seconds: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
+        self.fresh_seconds = fresh_seconds
+        self._monotonic = monotonic
         self._connection = DedicatedConnection(db, autocommit=True)
         self._lock = threading.Lock()
         self._lookup = placeholders(db.dialect, _LOOKUP)
+        self._recent: dict[str, tuple[float, GatewayGrant]] = {}
 
     def by_access_key(self, access_key_id: str) -> GatewayGrant | None:
+        """The grant behind ``access_key_id`` as read at most ``fresh_seconds`` ago.
+
+        A grant read that recently is not read again: this is the first check, the one that
+        picks the grant, its secret and its scope. What makes a revocation or a disabled agent
+        take effect at once is the second check, ``refreshed``, which always reads the row in
+        the transaction that records the call. Unknown keys are never remembered, so a grant
+        issued a moment ago works at once.
+        """
+        now = self._monotonic()
+        recent = self._recent.get(access_key_id)
+        if recent is not None and now - recent[0] < self.fresh_seconds:
+            return recent[1]
+        grant = self._read(access_key_id)
+        if grant is None or grant.status != "active" or grant.agent_disabled:
+            self._recent.pop(access_key_id, None)
+        else:
+            if len(self._recent) >= _RECENT_MAX:
+                self._recent.clear()  # simplest bound: start over (each entry is one query)
+            self._recent[access_key_id] = (now, grant)
+        return grant
+
+    def _read(self, access_key_id: str) -> GatewayGrant | None:
         with self._lock:
             try:
                 cursor = self._connection.raw().cursor()
@@ -81,7 +123,7 @@ class GrantLookup:
             status=status,
             expires_at=utc_from_db(expires_at),
             agent_disabled=bool(disabled),
-            scope=_scope(grant_id, tuple(json_from_db(actions)), tuple(json_from_db(resources))),
+            scope=_scope(grant_id, _hashable(actions), _hashable(resources)),
             one_call=one_call is not None and json_from_db(one_call) is not None,
         )
 
@@ -98,10 +140,10 @@ def refreshed(txn: DriverTxn, grant: GatewayGrant) -> GatewayGrant:
     grant batched into one transaction share a single read.
     """
     key = ("grant", grant.id)
-    row = txn.memo.get(key)
-    if row is None:
-        row = txn.memo[key] = txn.one(_REFRESH, (grant.id,))
-    status, expires_at, disabled = row
-    return replace(
-        grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
-    )
+    fresh = txn.memo.get(key)
+    if fresh is None:
+        status, expires_at, disabled = txn.one(_REFRESH, (grant.id,))
+        fresh = txn.memo[key] = replace(
+            grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
+        )
+    return fresh
