@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from jitgate.audit.batcher import AuditBatcher, AuditWriter, LoopAuditWriter
 from jitgate.audit.log import NewEvent
 from jitgate.core import Jitgate
 from jitgate.errors import AuditUnavailable
+from jitgate.gateway.lookup import GrantLookup, refreshed
 from jitgate.store.driver import DriverTxn
 
 MakeWriter = Callable[[Jitgate], AuditWriter]
@@ -279,3 +281,41 @@ def test_the_loop_writer_refuses_postgresql(core: Jitgate) -> None:
         pytest.skip("PostgreSQL only")
     with pytest.raises(ValueError, match="SQLite only"):
         LoopAuditWriter(core.db, core.clock)
+
+
+def test_what_one_batch_read_is_reused_only_while_nobody_else_wrote(core: Jitgate) -> None:
+    """The event-loop writer carries the chain head and the grants it read from one batch to
+    the next (PRAGMA data_version); a write by any other connection in between is seen."""
+    sqlite_only(core)
+    _, token = core.identity.create_agent("bot")
+    agent = core.identity.authenticate(token)
+    grant, _ = core.grants.request(
+        agent, actions=["s3:GetObject"], resources=["arn:aws:s3:::b/k"], reason="r"
+    )
+    assert grant.access_key_id is not None
+    remembered = GrantLookup(core.db).by_access_key(grant.access_key_id)
+    assert remembered is not None
+    writer = LoopAuditWriter(core.db, core.clock, durability="os")
+
+    def live(txn: DriverTxn) -> None:
+        if refreshed(txn, remembered).status != "active":
+            raise Refused("revoked")
+
+    async def scenario() -> list[object]:
+        results: list[object] = []
+        for step in range(2):
+            results.append(
+                await writer.record(NewEvent("call.allowed", "agent:bot", grant_id=grant.id), live)
+            )
+            if step == 0:  # another connection appends to the chain
+                core.audit.record(core.clock.now(), NewEvent("note", "admin"))
+        core.grants.revoke(agent, grant.id)  # ... and then revokes the grant
+        with contextlib.suppress(Refused):
+            await writer.record(NewEvent("call.allowed", "agent:bot", grant_id=grant.id), live)
+            results.append("not refused")
+        return results
+
+    results = run_with(writer, scenario)
+    assert results[1] == results[0] + 2  # the event between is the other connection's
+    assert "not refused" not in results
+    assert core.audit.verify().ok

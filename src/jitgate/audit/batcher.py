@@ -152,7 +152,10 @@ class LoopAuditWriter:
         # must wait does so in a worker thread on a connection of its own, so that no two
         # threads ever use one connection.
         self._connection = DedicatedConnection(
-            db, autocommit=True, setup=("PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=0")
+            db,
+            autocommit=True,
+            setup=("PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=0"),
+            carry_memo=True,
         )
         self._waiting_connection = DedicatedConnection(
             db, autocommit=True, setup=("PRAGMA synchronous=NORMAL",)

@@ -138,15 +138,19 @@ _INSERT_EVENT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_HEAD = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
+_HEAD = ("audit", "head")
 
 
 def append_driver(txn: DriverTxn, when: datetime, events: Sequence[NewEvent]) -> list[int]:
     """``append`` on the DBAPI cursor (the gateway's hot path): the same rows, no SQLAlchemy."""
     if not events:
         return []
-    lock = "" if txn.dialect == SQLITE else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds it
-    seq, running = txn.one(_HEAD_FOR_UPDATE + lock)
-    rows = chain((int(seq), str(running)), when, events)
+    head = txn.memo.get(_HEAD)  # what this connection last wrote, if nobody wrote since
+    if head is None:
+        lock = "" if txn.dialect == SQLITE else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds it
+        seq, running = txn.one(_HEAD_FOR_UPDATE + lock)
+        head = (int(seq), str(running))
+    rows = chain(head, when, events)
     ts = txn.timestamp(when)
     txn.executemany(
         _INSERT_EVENT,
@@ -167,6 +171,7 @@ def append_driver(txn: DriverTxn, when: datetime, events: Sequence[NewEvent]) ->
     )
     last = rows[-1]
     txn.execute(_UPDATE_HEAD, (last.seq, last.hash))
+    txn.memo[_HEAD] = (last.seq, last.hash)
     return [row.seq for row in rows]
 
 

@@ -804,6 +804,7 @@ def consume_one_call(txn: DriverTxn, grant_id: str, operation: str, now: datetim
     cursor = txn.execute(
         _USE_ONE_CALL, (states.USED, txn.timestamp(now), grant_id, states.ACTIVE)
     )
+    txn.memo.pop(("grant", grant_id), None)  # its status just changed
     if cursor.rowcount != 1:
         return f"grant {grant_id} permitted one call and it has been made"
     return "consumed"

@@ -1,7 +1,8 @@
 """Engine set-up and transactions.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` (a committed audit event survives a power
-cut) and write transactions that start with ``BEGIN IMMEDIATE`` so two writers queue instead of
+SQLite runs in WAL mode with ``synchronous=FULL`` (a committed event survives a power cut;
+the gateway's own audit writer syncs its commits itself, see jitgate.audit.batcher) and write
+transactions that start with ``BEGIN IMMEDIATE`` so two writers queue instead of
 failing half-way. PostgreSQL serialises writers on row locks (``SELECT ... FOR UPDATE``).
 """
 

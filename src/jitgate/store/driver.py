@@ -59,10 +59,10 @@ class DriverTxn:
     grant's liveness, say) reads it once.
     """
 
-    def __init__(self, cursor: Any, dialect: str) -> None:
+    def __init__(self, cursor: Any, dialect: str, memo: dict[Any, Any] | None = None) -> None:
         self.cursor = cursor
         self.dialect = dialect
-        self.memo: dict[Any, Any] = {}
+        self.memo: dict[Any, Any] = {} if memo is None else memo
         self._sql: dict[str, str] = {}
 
     def _translated(self, sql: str) -> str:
@@ -96,11 +96,24 @@ class DedicatedConnection:
     and replaced on next use. Callers serialise their use of it (one thread at a time).
     """
 
-    def __init__(self, db: Any, *, autocommit: bool, setup: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        db: Any,
+        *,
+        autocommit: bool,
+        setup: Sequence[str] = (),
+        carry_memo: bool = False,
+    ) -> None:
         self.db = db
         self.dialect: str = db.dialect
         self.autocommit = autocommit
         self.setup = tuple(setup)  # statements run once on each new connection
+        # SQLite: a transaction's memo carries over to the next one on this connection as long
+        # as no other connection has committed in between (PRAGMA data_version tells), so a
+        # writer that is the only one writing need not re-read what it read or wrote itself.
+        self.carry_memo = carry_memo and self.dialect == SQLITE
+        self._memo: dict[Any, Any] = {}
+        self._data_version: object = None
         self._raw: Any = None
 
     def raw(self) -> Any:
@@ -115,6 +128,7 @@ class DedicatedConnection:
 
     def drop(self) -> None:
         """Forget the connection (after a driver error): it is closed, not returned."""
+        self._memo, self._data_version = {}, None
         raw, self._raw = self._raw, None
         if raw is not None:
             with suppress(Exception):  # already broken; nothing more to do
@@ -126,6 +140,11 @@ class DedicatedConnection:
         if self.dialect == SQLITE:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
+                if self.carry_memo:
+                    (version,) = cursor.execute("PRAGMA data_version").fetchone()
+                    if version != self._data_version:
+                        self._memo, self._data_version = {}, version
+                    return DriverTxn(cursor, self.dialect, self._memo)
             except BaseException:
                 # Closed now, not whenever the traceback holding it is freed: freeing a cursor
                 # takes its connection's mutex, which may by then be held by another thread.
@@ -141,6 +160,7 @@ class DedicatedConnection:
         txn.cursor.close()
 
     def rollback(self, txn: DriverTxn) -> None:
+        self._memo, self._data_version = {}, None  # it may hold what was rolled back
         try:
             if self.dialect == SQLITE:
                 if self.raw().driver_connection.in_transaction:
