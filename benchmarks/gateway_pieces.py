@@ -10,6 +10,7 @@ microseconds go, to read beside the py-spy profile of the running server.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import statistics
 import tempfile
@@ -165,6 +166,7 @@ def _steps(
             refreshed(txn, grant)
 
     forwarded = {"host": "127.0.0.1:9000", "amz-sdk-invocation-id": str(uuid.uuid4())}
+    prefix, counter = uuid.uuid4().hex[:16], itertools.count(1)
 
     def sign() -> Any:
         return sigv4.sign_headers(
@@ -185,15 +187,19 @@ def _steps(
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("parse_auth", lambda: sigv4.parse_auth(method, path, "", headers)),
         (
-            "grant lookup: SQLite read on a kept DBAPI connection, on the event loop",
+            "grant lookup, remembered (a live grant read less than a second ago)",
             lambda: lookup.by_access_key(parsed.access_key_id),
         ),
-        ("grant secret + session token (HMACs)", credentials),
+        (
+            "grant lookup, read: SQLite on a kept DBAPI connection, on the event loop",
+            lambda: lookup._read(parsed.access_key_id),
+        ),
+        ("grant secret + session token (2 HMACs; the endpoint then caches them per grant)", credentials),
         ("SigV4 verify (cached signing key)", verify),
         ("identify operation (botocore model)", lambda: identify(request)),
         ("required_access + scope check", authorize),
         ("re-sign for upstream", sign),
-        ("request id (uuid4)", lambda: uuid.uuid4().hex),
+        ("request id (random prefix + counter)", lambda: f"{prefix}{next(counter):016x}"),
         (
             "audit guard's re-check of the grant (in a transaction of its own), once per batch",
             guard_queries,
