@@ -35,7 +35,13 @@ from benchmarks.gateway_load import PUT_KEYS
 from jitgate.config import load_settings
 from jitgate.core import Jitgate, build, init_home
 from jitgate.sandbox.moto import free_port
-from jitgate.server import Listeners, build_aws_endpoint, run_event_loop, serve
+from jitgate.server import (
+    Listeners,
+    build_aws_endpoint,
+    run_event_loop,
+    serve,
+    settle_for_serving,
+)
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -95,6 +101,7 @@ async def run(args: argparse.Namespace, home: Path) -> None:
         account_id=ACCOUNT_ID,
     )
     listeners = Listeners(("127.0.0.1", free_port()), ("127.0.0.1", args.aws_port))
+    settle_for_serving()  # as `jitgate serve` does
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

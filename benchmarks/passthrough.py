@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import uvicorn
-
-from jitgate.server import run_event_loop  # the same event loop as `jitgate serve`
+import uvloop
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -162,8 +162,10 @@ def main() -> None:
         help="aiohttp read buffer (experiment; default: aiohttp's, as jitgate)",
     )
     args = parser.parse_args()
+    gc.collect()
+    gc.freeze()  # as `jitgate serve` does (jitgate.server.settle_for_serving)
     with contextlib.suppress(KeyboardInterrupt):
-        run_event_loop(serve(args.upstream, args.port, args.read_bufsize))
+        uvloop.run(serve(args.upstream, args.port, args.read_bufsize))  # as `jitgate serve`
 
 
 if __name__ == "__main__":

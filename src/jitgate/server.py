@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -20,6 +21,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.api.app import create_control_app
 from jitgate.audit.batcher import audit_writer_for
+from jitgate.awsapi import operations
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
@@ -106,6 +108,19 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def settle_for_serving() -> None:
+    """What a long-running server does once before it serves (``jitgate serve``).
+
+    Loads every supported service's botocore model now, then moves everything alive (the
+    models, the policy, the libraries: most of the process's ~130 MiB) out of the cyclic
+    garbage collector's way with ``gc.freeze()``. Without it a full collection walked all of
+    that: one took 125 ms in the middle of a load test, about 60 us per call on average.
+    """
+    operations.warm_up()
+    gc.collect()
+    gc.freeze()
 
 
 def _url_host(host: str) -> str:

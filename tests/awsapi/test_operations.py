@@ -917,3 +917,11 @@ def test_json_rest_body_is_strict() -> None:
         identify(
             AwsRequest(req.method, req.raw_path, req.query, req.headers, body, "lambda", REGION)
         )
+
+
+def test_warm_up_loads_every_supported_service() -> None:
+    from jitgate.awsapi import operations
+
+    operations._index.cache_clear()
+    operations.warm_up()
+    assert operations._index.cache_info().currsize == len(operations.SUPPORTED_SERVICES)

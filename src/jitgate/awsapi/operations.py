@@ -181,6 +181,14 @@ def _session() -> botocore.session.Session:
     return botocore.session.Session()
 
 
+def warm_up() -> None:
+    """Load every supported service's model and routes now, not on its first call (a server
+    calls this once at start: the first calls are not slowed, and the objects can be frozen
+    out of the garbage collector's way, see jitgate.server)."""
+    for service in sorted(SUPPORTED_SERVICES):
+        _index(service)
+
+
 @functools.cache
 def _index(service: str) -> _ServiceIndex:
     model = _session().get_service_model(service)

@@ -129,7 +129,7 @@ def serve(
 ) -> None:
     """Run the control plane and the AWS endpoint."""
     from jitgate.core import build
-    from jitgate.server import Listeners, build_aws_endpoint, run_event_loop
+    from jitgate.server import Listeners, build_aws_endpoint, run_event_loop, settle_for_serving
     from jitgate.server import serve as serve_forever
 
     if (tls_cert is None) != (tls_key is None):
@@ -156,6 +156,7 @@ def serve(
     listeners = Listeners(
         control, aws, str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None
     )
+    settle_for_serving()
     with contextlib.suppress(KeyboardInterrupt):
         run_event_loop(serve_forever(core, listeners, endpoint=endpoint))
 
