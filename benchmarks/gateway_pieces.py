@@ -23,8 +23,9 @@ from typing import Any
 
 from benchmarks.gateway_launcher import issue_grants
 from benchmarks.gateway_load import DDB_BODY, Creds, signed_head
-from jitgate.audit.batcher import LoopAuditWriter, _Item, _write_batch
+from jitgate.audit.batcher import Item, write_batch
 from jitgate.audit.log import NewEvent
+from jitgate.audit.loop_writer import LoopAuditWriter
 from jitgate.awsapi import sigv4
 from jitgate.awsapi.mapping import required_access
 from jitgate.awsapi.operations import identify
@@ -212,8 +213,8 @@ def _audit(writer: LoopAuditWriter, grant: Any) -> None:
     """What LoopAuditWriter does for a batch of one call.allowed event with the gateway's
     guard (a batch's re-check is read once per grant)."""
     event = NewEvent("call.allowed", "agent:a", "a", grant.id, {"n": 1})
-    _write_batch(
+    write_batch(
         writer._connection,
         writer.clock,
-        [_Item(event, None, lambda txn: refreshed(txn, grant) and None)],
+        [Item(event, None, lambda txn: refreshed(txn, grant) and None)],
     )

@@ -17,8 +17,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from jitgate.audit.batcher import AuditBatcher, AuditWriter, LoopAuditWriter
+from jitgate.audit.batcher import AuditWriter
 from jitgate.audit.log import NewEvent
+from jitgate.audit.loop_writer import LoopAuditWriter
+from jitgate.audit.thread_writer import AuditBatcher
 from jitgate.core import Jitgate
 from jitgate.errors import AuditUnavailable
 from jitgate.gateway.lookup import GrantLookup, refreshed

@@ -1,0 +1,315 @@
+"""The SQLite audit writer: on the event loop, with a group fsync in a thread of its own.
+
+See jitgate.audit.batcher for the contract and docs/decisions.md (D9) for why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+
+from jitgate.audit.batcher import (
+    DURABILITIES,
+    UNAVAILABLE,
+    Durability,
+    Guard,
+    Item,
+    deliver,
+    deliver_all,
+    write_batch,
+)
+from jitgate.audit.log import NewEvent
+from jitgate.clock import Clock
+from jitgate.errors import AuditUnavailable
+from jitgate.store.db import Database
+from jitgate.store.driver import SQLITE, DedicatedConnection
+
+log = logging.getLogger(__name__)
+
+_SyncRequest = tuple[asyncio.AbstractEventLoop, list[tuple["asyncio.Future[int] | None", int]]]
+
+class LoopAuditWriter:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        durability: Durability = "fsync",
+        max_batch: int = 512,
+        linger_seconds: float = 0.005,
+        os_sync_seconds: float = 0.05,
+    ) -> None:
+        if db.dialect != SQLITE:
+            raise ValueError("LoopAuditWriter writes SQLite only (AuditBatcher for the rest)")
+        if durability not in DURABILITIES:
+            raise ValueError(f"audit durability must be one of {DURABILITIES}, not {durability!r}")
+        self.db = db
+        self.clock = clock
+        self.durability = durability
+        self.max_batch = max_batch
+        self.linger_seconds = linger_seconds  # how long outcomes wait for company
+        self.os_sync_seconds = os_sync_seconds  # "os": the longest a commit waits for the disk
+        self.batches = 0
+        self.written = 0
+        self.failures = 0
+        self.syncs = 0
+        # Commits reach the operating system at once and the disk through _fsync_wal, which one
+        # fsync serves every commit made meanwhile (SQLite's FULL would fsync inside each
+        # commit, on the event loop).
+        # The loop's connection never waits for SQLite's lock (busy_timeout 0); a batch that
+        # must wait does so in a worker thread on a connection of its own, so that no two
+        # threads ever use one connection.
+        self._connection = DedicatedConnection(
+            db,
+            autocommit=True,
+            setup=("PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=0"),
+            carry_memo=True,
+        )
+        self._waiting_connection = DedicatedConnection(
+            db, autocommit=True, setup=("PRAGMA synchronous=NORMAL",)
+        )
+        self._lock = threading.Lock()  # one batch at a time on the connection, whoever writes
+        self._pending: list[Item] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._flush_urgent = False
+        self._in_thread = False  # a batch waits for a lock held elsewhere, in a worker thread
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._unsynced: list[tuple[asyncio.Future[int] | None, int]] = []
+        self._syncing = False
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._wal_fd: int | None = None
+        self._wal_path: Path | None = None
+        self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
+        self._syncer: threading.Thread | None = None
+
+    # lifecycle
+    def start(self) -> None:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="audit-wait"
+            )
+        if self._sync_requests is None:
+            self._sync_requests = queue.SimpleQueue()
+            self._syncer = threading.Thread(
+                target=self._sync_thread, args=(self._sync_requests,), name="audit-sync"
+            )
+            self._syncer.daemon = True
+            self._syncer.start()
+
+    def stop(self) -> None:
+        """Write what is still pending, make it durable, and release the connection."""
+        if self._sync_requests is not None and self._syncer is not None:
+            self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
+            self._syncer.join(10)
+            self._sync_requests = None
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                try:
+                    outcomes = write_batch(self._waiting_connection, self.clock, pending)
+                    self.batches += 1
+                    self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
+                except Exception as exc:  # noqa: BLE001 - logged; nobody waits any more
+                    self.failures += 1
+                    log.error("audit write at shutdown failed for %d events: %s", len(pending), exc)
+            try:
+                self._fsync_wal()
+            except OSError as exc:
+                log.error("audit log fsync at shutdown failed: %s", exc)
+            self._connection.close()
+            self._waiting_connection.close()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # recording
+    async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending.append(Item(event, future, guard))
+        self._schedule(loop, urgent=True)
+        return await future
+
+    def record_nowait(self, event: NewEvent) -> None:
+        self._pending.append(Item(event, None))
+        self._schedule(asyncio.get_running_loop(), urgent=False)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, *, urgent: bool) -> None:
+        self._loop = loop
+        if self._in_thread:
+            return  # the thread's batch reschedules when it is done
+        if self._syncing and self.durability == "fsync":
+            # Whatever is committed now could only be released by the fsync after the one
+            # running, so it waits and joins one commit made when this fsync ends (_synced):
+            # bigger batches, fewer commits, no later release.
+            return
+        if self._flush_handle is not None:
+            if not urgent or self._flush_urgent:
+                return
+            self._flush_handle.cancel()  # an awaited event: outcomes stop lingering
+        self._flush_urgent = urgent
+        if urgent:
+            self._flush_handle = loop.call_soon(self._flush)
+        else:
+            self._flush_handle = loop.call_later(self.linger_seconds, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._pending:
+            return
+        loop = self._loop
+        assert loop is not None
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        try:
+            with self._lock:
+                outcomes = self._write_now(batch)
+        except _Busy:
+            self._in_thread = True
+            assert self._executor is not None, "audit writer not started"
+            done = loop.run_in_executor(self._executor, self._write_waiting, batch)
+            done.add_done_callback(lambda f: self._thread_done(batch, f))
+            return
+        self._after_write(batch, outcomes)
+        if self._pending:
+            self._schedule(loop, urgent=any(item.future is not None for item in self._pending))
+
+    def _write_now(self, batch: list[Item]) -> list[int | BaseException] | Exception:
+        """The batch's transaction on the loop's thread, unless another writer holds the
+        database (then _Busy: it waits in a worker thread instead of stalling the loop)."""
+        try:
+            return write_batch(self._connection, self.clock, batch)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise _Busy from None
+            return exc
+        except Exception as exc:  # noqa: BLE001 - every waiter of the batch fails
+            return exc
+
+    def _write_waiting(self, batch: list[Item]) -> list[int | BaseException] | Exception:
+        with self._lock:
+            try:
+                return write_batch(self._waiting_connection, self.clock, batch)
+            except Exception as exc:  # noqa: BLE001 - every waiter of the batch fails
+                return exc
+
+    def _thread_done(
+        self, batch: list[Item], done: asyncio.Future[list[int | BaseException] | Exception]
+    ) -> None:
+        self._in_thread = False
+        outcomes = done.result() if not done.cancelled() else RuntimeError("cancelled")
+        self._after_write(batch, outcomes)
+        if self._pending and self._loop is not None:
+            self._schedule(self._loop, urgent=any(i.future is not None for i in self._pending))
+
+    def _after_write(
+        self, batch: list[Item], outcomes: list[int | BaseException] | Exception
+    ) -> None:
+        if isinstance(outcomes, Exception):
+            self.failures += 1
+            log.error("audit write failed for %d events: %s", len(batch), outcomes)
+            error = AuditUnavailable(UNAVAILABLE)
+            for item in batch:
+                deliver(item.future, error)
+            return
+        self.batches += 1
+        committed: list[tuple[asyncio.Future[int] | None, int]] = []
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                deliver(item.future, outcome)
+            else:
+                self.written += 1
+                committed.append((item.future, outcome))
+        if self.durability == "os":
+            # Committed to the operating system: survives jitgate being killed. The disk
+            # catches up within os_sync_seconds.
+            for future, seq in committed:
+                deliver(future, seq)
+            self._sync_later()
+        else:
+            self._unsynced.extend(committed)
+            self._sync_soon()
+
+    # group fsync
+    def _sync_later(self) -> None:
+        if self._sync_timer is None and self._loop is not None:
+            self._sync_timer = self._loop.call_later(self.os_sync_seconds, self._sync_soon)
+
+    def _sync_soon(self) -> None:
+        self._sync_timer = None
+        if self._syncing or self._sync_requests is None or self._loop is None:
+            return  # the running sync starts the next one when it finishes
+        self._syncing = True
+        waiting, self._unsynced = self._unsynced, []
+        self._sync_requests.put((self._loop, waiting))
+
+    def _sync_thread(self, requests: queue.SimpleQueue[_SyncRequest | None]) -> None:
+        """fsync the log for each request and hand the waiters back to their loop (a thread of
+        its own: cheaper per sync than an executor's futures, which the loop pays for)."""
+        while (request := requests.get()) is not None:
+            loop, waiting = request
+            error: Exception | None = None
+            try:
+                self._fsync_wal()
+            except Exception as exc:  # noqa: BLE001 - every waiter of this sync fails
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(self._synced, waiting, error)
+
+    def _synced(
+        self, waiting: list[tuple[asyncio.Future[int] | None, int]], error: Exception | None
+    ) -> None:
+        self._syncing = False
+        if error is not None:
+            self.failures += 1
+            log.error("audit log fsync failed: %s", error)
+            deliver_all([(future, AuditUnavailable(UNAVAILABLE)) for future, _ in waiting])
+        else:
+            self.syncs += 1
+            deliver_all(list(waiting))  # type: ignore[arg-type]
+        if self._unsynced:
+            self._sync_soon()
+        elif self._pending and self._loop is not None:
+            self._schedule(self._loop, urgent=any(i.future is not None for i in self._pending))
+
+    def _fsync_wal(self) -> None:
+        """Flush the write-ahead log to disk: every commit made before this call is durable.
+
+        fsync covers the file whichever descriptor it is called on, so a descriptor of our own
+        flushes what the writer's connection wrote. The log is reopened if it was replaced.
+        """
+        path = self._wal()
+        if not path.exists():  # nothing written since the log was last checkpointed away
+            return
+        if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != path.stat().st_ino:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        if self._wal_fd is None:
+            self._wal_fd = os.open(path, os.O_RDONLY)
+        os.fdatasync(self._wal_fd)
+
+    def _wal(self) -> Path:
+        if self._wal_path is None:
+            database = self.db.engine.url.database
+            if not database or database == ":memory:":
+                raise RuntimeError("the audit log needs a database file")
+            self._wal_path = Path(database + "-wal")
+        return self._wal_path
+
+
+class _Busy(Exception):
+    """Another connection holds SQLite's write lock."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)

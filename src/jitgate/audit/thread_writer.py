@@ -1,0 +1,122 @@
+"""The PostgreSQL audit writer: a thread, since each statement is a network round trip that
+must not block the event loop. See jitgate.audit.batcher for the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from jitgate.audit.batcher import (
+    UNAVAILABLE,
+    Guard,
+    Item,
+    deliver_all,
+    write_batch,
+)
+from jitgate.audit.log import NewEvent
+from jitgate.clock import Clock
+from jitgate.errors import AuditUnavailable
+from jitgate.store.db import Database
+from jitgate.store.driver import DedicatedConnection
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass
+class _Queued:
+    item: Item
+    loop: asyncio.AbstractEventLoop | None
+
+
+class AuditBatcher:
+    def __init__(
+        self, db: Database, clock: Clock, max_batch: int = 512, linger_seconds: float = 0.005
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.max_batch = max_batch
+        self.linger_seconds = linger_seconds  # how long outcomes wait for company
+        self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._connection = DedicatedConnection(db, autocommit=False)
+        self.failures = 0
+        self.batches = 0
+        self.written = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        self._connection.close()
+
+    async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put(_Queued(Item(event, future, guard), loop))
+        return await future
+
+    def record_nowait(self, event: NewEvent) -> None:
+        self._queue.put(_Queued(Item(event, None), None))
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Queued] = [first]  # type: ignore[list-item]
+            # Nobody waits on a batch of outcomes only (call.completed): give the next awaited
+            # event a moment (at most linger_seconds in all) to join it and share one commit.
+            linger_until = time.monotonic() + self.linger_seconds
+            while len(batch) < self.max_batch:
+                try:
+                    left = linger_until - time.monotonic()
+                    if left <= 0 or any(q.item.future is not None for q in batch):
+                        queued = self._queue.get_nowait()
+                    else:
+                        queued = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                if queued is _STOP:
+                    stopping = True
+                    break
+                batch.append(queued)  # type: ignore[arg-type]
+            self._write(batch)
+
+    def _write(self, batch: list[_Queued]) -> None:
+        items = [queued.item for queued in batch]
+        try:
+            outcomes: list[int | BaseException] = write_batch(self._connection, self.clock, items)
+        except Exception as exc:
+            self.failures += 1
+            self._connection.drop()  # it may be the connection that broke
+            log.error("audit write failed for %d events: %s", len(batch), exc)
+            outcomes = [AuditUnavailable(UNAVAILABLE)] * len(batch)
+        else:
+            self.batches += 1
+            self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
+        by_loop: dict[
+            asyncio.AbstractEventLoop,
+            list[tuple[asyncio.Future[int] | None, int | BaseException]],
+        ] = {}
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            if queued.loop is not None:
+                by_loop.setdefault(queued.loop, []).append((queued.item.future, outcome))
+        for loop, pairs in by_loop.items():  # one wake-up per loop, not one per event
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(deliver_all, pairs)
