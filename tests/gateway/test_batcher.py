@@ -321,3 +321,18 @@ def test_what_one_batch_read_is_reused_only_while_nobody_else_wrote(core: Jitgat
     assert results[1] == results[0] + 2  # the event between is the other connection's
     assert "not refused" not in results
     assert core.audit.verify().ok
+
+
+def test_a_writer_that_is_not_running_refuses_at_once(core: Jitgate) -> None:
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock)  # never started: nothing would ever sync
+
+    async def attempt() -> int:
+        return await writer.record(NewEvent("call.allowed", "agent:a"))
+
+    with (
+        concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
+        pytest.raises(AuditUnavailable, match="not running"),
+    ):
+        pool.submit(asyncio.run, attempt()).result()
+    assert core.audit.count() == 0

@@ -135,6 +135,8 @@ class LoopAuditWriter:
 
     # recording
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
+        if self._sync_requests is None:
+            raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._pending.append(Item(event, future, guard))
