@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -336,3 +338,19 @@ def test_a_writer_that_is_not_running_refuses_at_once(core: Jitgate) -> None:
     ):
         pool.submit(asyncio.run, attempt()).result()
     assert core.audit.count() == 0
+
+
+def test_without_a_write_ahead_log_the_database_file_itself_is_synced(core: Jitgate) -> None:
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock)
+    database = core.db.engine.url.database
+    assert database is not None
+    writer._wal_path = Path(database + ".missing-wal")  # as if not in WAL mode
+    synced: list[int] = []
+    real = os.fdatasync
+    try:
+        os.fdatasync = lambda fd: synced.append(os.fstat(fd).st_ino) or real(fd)  # type: ignore[assignment]
+        writer._fsync_wal()
+    finally:
+        os.fdatasync = real
+    assert synced == [os.stat(database).st_ino]

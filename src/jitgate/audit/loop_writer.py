@@ -60,10 +60,9 @@ class LoopAuditWriter:
         self.written = 0
         self.failures = 0
         self.syncs = 0
-        # Commits reach the operating system at once and the disk through _fsync_wal, which one
-        # fsync serves every commit made meanwhile (SQLite's FULL would fsync inside each
-        # commit, on the event loop).
-        # The loop's connection never waits for SQLite's lock (busy_timeout 0); a batch that
+        # Commits reach the operating system at once and the disk through _fsync_wal, one
+        # fsync serving every commit made meanwhile (SQLite's FULL would fsync inside each
+        # commit, on the event loop). The loop's connection never waits for SQLite's lock (busy_timeout 0); a batch that
         # must wait does so in a worker thread on a connection of its own, so that no two
         # threads ever use one connection.
         self._connection = DedicatedConnection(
@@ -291,7 +290,12 @@ class LoopAuditWriter:
         flushes what the writer's connection wrote. The log is reopened if it was replaced.
         """
         path = self._wal()
-        if not path.exists():  # nothing written since the log was last checkpointed away
+        if not path.exists():  # not in WAL mode after all: the commits went to the file itself
+            database = os.open(self._database(), os.O_RDONLY)
+            try:
+                os.fdatasync(database)
+            finally:
+                os.close(database)
             return
         if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != path.stat().st_ino:
             os.close(self._wal_fd)
@@ -300,12 +304,15 @@ class LoopAuditWriter:
             self._wal_fd = os.open(path, os.O_RDONLY)
         os.fdatasync(self._wal_fd)
 
+    def _database(self) -> str:
+        database = self.db.engine.url.database
+        if not database or database == ":memory:":
+            raise RuntimeError("the audit log needs a database file")
+        return database
+
     def _wal(self) -> Path:
         if self._wal_path is None:
-            database = self.db.engine.url.database
-            if not database or database == ":memory:":
-                raise RuntimeError("the audit log needs a database file")
-            self._wal_path = Path(database + "-wal")
+            self._wal_path = Path(self._database() + "-wal")
         return self._wal_path
 
 
