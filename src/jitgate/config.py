@@ -53,6 +53,11 @@ region = "us-east-1"
 # disk; "os" once it is committed to the operating system (survives jitgate being killed; a
 # power cut can lose the last 50 ms of events). SQLite only; PostgreSQL follows the server.
 durability = "fsync"
+# Failures before authentication (unknown key, bad signature or token) are written one by one
+# up to these counts a minute, per source address and over all; beyond, they are counted and
+# written as one "denials.suppressed" event per source a minute, so a flood cannot fill the log.
+failures_per_source = 20
+failures_overall = 200
 checkpoint_interval = "60s"   # a signed checkpoint at least this often, even when idle
 signing = "file"              # Ed25519 key in audit-signing.key (0600); or "kms" + kms_key_id
 sink_alarm_after = "5m"       # a copy this far behind raises the alarm (/healthz, audit status)
@@ -89,6 +94,8 @@ class Settings:
     aws_account_id: str | None = None
     upstream_endpoint: str | None = None
     audit_durability: str = "fsync"
+    failures_per_source: int = 20  # a minute, written one by one (audit/flood.py)
+    failures_overall: int = 200
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,6 +133,15 @@ def load_settings(home: Path | None = None) -> Settings:
         raise InvalidRequest(
             f'{config_path}: [audit] durability must be "fsync" or "os", not {durability!r}'
         )
+    failure_limits = []
+    for name, default in (("failures_per_source", 20), ("failures_overall", 200)):
+        value = raw.get("audit", {}).get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequest(
+                f"{config_path}: [audit] {name} must be a whole number of at least 1, "
+                f"not {value!r}"
+            )
+        failure_limits.append(value)
     sensitive = grants.get("sensitive_arns", [])
     if not isinstance(sensitive, list) or not all(isinstance(s, str) for s in sensitive):
         raise InvalidRequest(f"{config_path}: [grants] sensitive_arns must be a list of strings")
@@ -142,6 +158,8 @@ def load_settings(home: Path | None = None) -> Settings:
         aws_account_id=aws.get("account_id"),
         upstream_endpoint=aws.get("upstream_endpoint"),
         audit_durability=durability,
+        failures_per_source=failure_limits[0],
+        failures_overall=failure_limits[1],
         raw=raw,
     )
 

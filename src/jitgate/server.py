@@ -21,6 +21,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.api.app import create_control_app
 from jitgate.audit.batcher import audit_writer_for
+from jitgate.audit.flood import FailureThrottle
 from jitgate.awsapi import operations
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
@@ -66,6 +67,7 @@ def build_aws_endpoint(
     upstream_endpoint: str | None = None,
     credentials: BotoCredentials | None = None,
     account_id: str | None = None,
+    failures: FailureThrottle | None = None,
 ) -> AwsEndpoint:
     settings = core.settings
     endpoint = upstream_endpoint or settings.upstream_endpoint
@@ -82,6 +84,7 @@ def build_aws_endpoint(
         clock=core.clock,
         account_id=account,
         gateway_hosts=("localhost", settings.aws_listen[0]),
+        failures=failures or FailureThrottle.from_settings(settings, core.clock, "aws"),
     )
 
 
@@ -156,7 +159,9 @@ async def serve(
         tls = {}
         if listeners.ssl_certfile:
             tls = {"ssl_certfile": listeners.ssl_certfile, "ssl_keyfile": listeners.ssl_keyfile}
-        servers.append(_server(endpoint, *listeners.aws, **tls))
+        # Agents' SDKs connect to the AWS endpoint themselves: the peer address is the socket's,
+        # never an X-Forwarded-For header a caller could write (it keys the failure throttle).
+        servers.append(_server(endpoint, *listeners.aws, proxy_headers=False, **tls))
         await endpoint.upstream.start()
         endpoint.batcher.start()
     sweeper = asyncio.create_task(sweep_forever(core))
@@ -182,8 +187,11 @@ async def serve(
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        with contextlib.suppress(Exception):  # logged by the audit log; the stop goes on
+            control_app.state.auth_failures.write_summaries(closing=True)
         if endpoint is not None:
             await endpoint.upstream.close()
+            endpoint.failures.write_summaries(closing=True)
             await asyncio.to_thread(endpoint.batcher.stop)
         record_keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from jitgate.audit.flood import FailureThrottle
 from jitgate.audit.log import StoredEvent
 from jitgate.clock import SystemClock
 from jitgate.config import load_settings
@@ -260,13 +261,19 @@ def start_stack(
     credentials: Any = None,
     database_url: str | None = None,
     tls: tuple[Path, Path] | None = None,
+    failures: FailureThrottle | None = None,
 ) -> Stack:
     """A running jitgate over a fresh ``home``; ``tls`` = (certificate, key) for the AWS
     endpoint."""
     init_home(home)
     settings = load_settings(home)
+    # These tests fail authentication on purpose, hundreds of times a minute from 127.0.0.1,
+    # and check each failure's own event: no flood limit here unless a test brings one.
     settings = dataclasses.replace(
-        settings, database_url=database_url or sqlite_url(home / "jitgate.db")
+        settings,
+        database_url=database_url or sqlite_url(home / "jitgate.db"),
+        failures_per_source=1_000_000,
+        failures_overall=1_000_000,
     )
     core = build(settings, SystemClock())
     endpoint = build_aws_endpoint(
@@ -274,6 +281,7 @@ def start_stack(
         upstream_endpoint=upstream or moto.endpoint,
         credentials=credentials or moto.credentials,
         account_id=ACCOUNT_ID,
+        failures=failures,
     )
     control, aws = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
     cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from conftest import BUCKET_ARN, OBJECT_ARN, bearer
-from jitgate.api.app import MAX_BODY
+from jitgate.api.app import MAX_BODY, create_control_app
 from jitgate.clock import FakeClock
 from jitgate.core import Jitgate
 from jitgate.store.schema import grants as grants_table
@@ -291,6 +292,27 @@ def test_missing_or_bad_token_is_401_and_recorded(api: TestClient, core: Jitgate
     assert response.json()["message"] == "invalid bearer token"
     assert event_types(core) == ["auth.failed", "auth.failed"]
     assert grant_rows(core) == 0
+
+
+def test_a_flood_of_bad_tokens_is_counted_not_written_one_by_one(
+    core: Jitgate, clock: FakeClock
+) -> None:
+    """An anonymous caller cannot grow the audit log without bound: past the per-source limit
+    its failures are counted, and the count is written once the minute is over."""
+    core.settings = dataclasses.replace(core.settings, failures_per_source=2)
+    with TestClient(create_control_app(core)) as api:
+        for _ in range(5):
+            assert api.get("/v1/grants", headers=bearer("jga_nope")).status_code == 401
+        assert event_types(core) == ["auth.failed", "auth.failed"]
+        clock.advance(61)
+        assert api.get("/v1/grants").status_code == 401  # a new minute: written again
+    assert event_types(core) == ["auth.failed", "auth.failed", "denials.suppressed", "auth.failed"]
+    (summary,) = core.audit.events(types=["denials.suppressed"])
+    assert summary.actor == "jitgate"
+    assert summary.data["listener"] == "control"
+    assert summary.data["source"] == "testclient"
+    assert summary.data["count"] == 3
+    assert summary.data["codes"] == {"unauthorized": 3}
 
 
 # --- reading -------------------------------------------------------------------------------------

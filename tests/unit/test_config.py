@@ -29,6 +29,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.aws_listen == ("127.0.0.1", 8750)
     assert (settings.default_duration_seconds, settings.lapse_seconds) == (300, 900)
     assert settings.audit_durability == "fsync"
+    assert (settings.failures_per_source, settings.failures_overall) == (20, 200)
     assert settings.sensitive_arns == ()
 
 
@@ -55,6 +56,8 @@ def test_environment_database_url_wins(tmp_path: Path, monkeypatch: pytest.Monke
         ),
         ('[server]\naws_listen = "127.0.0.1:99999"\n', "aws_listen must be HOST:PORT"),
         ('[audit]\ndurability = "sometimes"\n', '[audit] durability must be "fsync" or "os"'),
+        ("[audit]\nfailures_per_source = 0\n", "[audit] failures_per_source must be a whole"),
+        ('[audit]\nfailures_overall = "many"\n', "[audit] failures_overall must be a whole"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_problem(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jitgate import __version__
+from jitgate.audit.flood import FailureRecorder, FailureThrottle
 from jitgate.audit.log import NewEvent
 from jitgate.core import Jitgate
 from jitgate.errors import Forbidden, InvalidRequest, JitgateError, NotFound, Unauthorized
@@ -153,6 +154,13 @@ def create_control_app(
         redoc_url=None,
     )
 
+    # Failed authentication is recorded one by one until a source floods; then counted.
+    auth_failures = FailureRecorder(
+        FailureThrottle.from_settings(core.settings, core.clock, "control"),
+        lambda event: core.audit.record(core.clock.now(), event),
+    )
+    app.state.auth_failures = auth_failures
+
     @app.exception_handler(JitgateError)
     async def _jitgate_error(request: Request, exc: JitgateError) -> JSONResponse:
         if isinstance(exc, Forbidden):
@@ -171,7 +179,9 @@ def create_control_app(
                         },
                     ),
                 )
-        elif isinstance(exc, Unauthorized):
+        elif isinstance(exc, Unauthorized) and auth_failures.admit(
+            request.client.host if request.client else "unknown", exc.code
+        ):
             core.audit.record(
                 core.clock.now(),
                 NewEvent(

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 
 from jitgate.audit.batcher import AuditWriter
+from jitgate.audit.flood import FailureRecorder, FailureThrottle
 from jitgate.audit.log import NewEvent
 from jitgate.awsapi import sigv4
 from jitgate.awsapi.mapping import required_access
@@ -84,6 +85,7 @@ class Call:
     raw_path: str
     query: str
     headers: dict[str, str]
+    client: str = ""  # the peer's address, as the socket reports it
     service: str = ""
     region: str = ""
     access_key_id: str = ""
@@ -92,6 +94,7 @@ class Call:
     access: list[Access] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     body_read: bool = False  # the whole request body has been received
+    authenticated: bool = False  # the signature and session token checked out
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -119,6 +122,11 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _peer(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 def _strip_presign(query: str) -> str:
     if "X-Amz-" not in query:
         return query
@@ -137,6 +145,7 @@ class AwsEndpoint:
         clock: Clock,
         account_id: str,
         gateway_hosts: tuple[str, ...] = ("localhost",),
+        failures: FailureThrottle | None = None,
     ) -> None:
         self.lookup = lookup
         self.master_key = master_key
@@ -154,6 +163,13 @@ class AwsEndpoint:
         # A grant's secret key and session token, derived from the master key (two HMACs),
         # for the grants in use; they live in this process's memory like the master key.
         self._derived = functools.lru_cache(maxsize=4096)(self._derive)
+        # Failures before authentication: counted, not written singly, once a source floods.
+        self.failures = FailureRecorder(
+            failures or FailureThrottle(clock, listener="aws"), self._write_nowait
+        )
+
+    def _write_nowait(self, event: NewEvent) -> None:
+        self.batcher.record_nowait(event)
 
     def _derive(self, access_key_id: str, grant_id: str) -> tuple[str, str]:
         return (
@@ -174,6 +190,7 @@ class AwsEndpoint:
             raw_path=raw_path.decode("latin-1"),
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=_headers(scope),
+            client=_peer(scope),
         )
 
         async def tracked_receive() -> dict[str, Any]:
@@ -207,6 +224,7 @@ class AwsEndpoint:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.close()
+                self.failures.write_summaries(closing=True)
                 self.batcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -257,6 +275,7 @@ class AwsEndpoint:
         token = info.security_token or ""
         if not hmac.compare_digest(token.encode(), expected_token.encode()):
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
+        call.authenticated = True
         self._check_live(grant, now)
 
         # From here on only what the agent signed counts: an unsigned x-amz-* header could have
@@ -363,6 +382,9 @@ class AwsEndpoint:
 
     # --- outcomes -----------------------------------------------------------------------------
     async def _deny(self, call: Call, error: AwsError, send: Send) -> None:
+        if not call.authenticated and not self.failures.admit(call.client, error.code):
+            await self._send_error(call, error, send)
+            return
         grant = call.grant
         data = call.event_data()
         data.update(code=error.code, message=error.message)
