@@ -406,6 +406,26 @@ def test_reloading_a_broken_file_keeps_the_last_good_policy(tmp_path: Path) -> N
     assert decide(engine, ["s3:PutObject"], [OBJECT]).route == REQUIRED
 
 
+def test_a_new_policy_with_the_old_timestamp_is_still_seen(tmp_path: Path) -> None:
+    """`cp -p`, `rsync -t`, a config tool or a write within the filesystem's timestamp
+    resolution can leave a changed file with the same mtime: the change must still count."""
+    path = tmp_path / "policy.cedar"
+    _write(path, DEFAULT_POLICY_PATH.read_text(encoding="utf-8"), 1_000_000)
+    engine = PolicyEngine.from_file(path)
+    assert decide(engine, ["s3:PutObject"], [OBJECT]).route == REQUIRED
+
+    replacement = tmp_path / "new.cedar"
+    _write(replacement, ALLOW_ALL, 1_000_000)  # same timestamp as the file it replaces
+    replacement.replace(path)
+    assert engine.reload_if_changed() is True
+    assert decide(engine, ["s3:PutObject"], [OBJECT]).route == AUTO
+
+    _write(path, DEFAULT_POLICY_PATH.read_text(encoding="utf-8"), 1_000_000)  # in place
+    assert engine.reload_if_changed() is True
+    assert decide(engine, ["s3:PutObject"], [OBJECT]).route == REQUIRED
+    assert engine.reload_if_changed() is False  # and nothing changed since
+
+
 def test_durations() -> None:
     assert parse_duration("90s") == 90
     assert parse_duration("1h30m") == 5400

@@ -109,25 +109,34 @@ def cedar_request(agent: str, pair: ScopePair, duration: int, reason: str) -> di
     }
 
 
+FileStamp = tuple[int, int, int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """What changes whenever a file's content may have: device, inode, size, mtime, ctime."""
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class PolicyEngine:
     """Holds the policy in force. Reloading a bad file keeps the last good policy."""
 
     def __init__(self, loaded: LoadedPolicies) -> None:
         self._loaded = loaded
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._stamp: FileStamp | None = None
         self._file_backed = False  # only an engine read from a file reloads it
         self.last_error: str | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> PolicyEngine:
         try:
-            mtime = path.stat().st_mtime  # before reading: a later change is seen as one
+            stamp = file_stamp(path)  # before reading: a later change is seen as one
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
         engine = cls(load_policies(text, str(path)))
-        engine._mtime = mtime
+        engine._stamp = stamp
         engine._file_backed = True
         return engine
 
@@ -140,7 +149,11 @@ class PolicyEngine:
         return self._loaded
 
     def reload_if_changed(self) -> bool:
-        """Reload the file when its mtime moved; on a bad file keep the last good policy.
+        """Reload the file when it changed; on a bad file keep the last good policy.
+
+        "Changed" is any difference in inode, size, mtime or ctime: a file replaced or
+        rewritten with its old mtime (``cp -p``, ``rsync -t``) still changes its ctime, which no
+        caller can set.
 
         Returns True when a new policy came into force. The error of a rejected file is kept
         in ``last_error`` and logged, naming file, line and reason.
@@ -149,15 +162,15 @@ class PolicyEngine:
             return False
         path = Path(self._loaded.path)
         try:
-            mtime = path.stat().st_mtime
+            stamp = file_stamp(path)
         except OSError:
             return False
-        if mtime == self._mtime:
+        if stamp == self._stamp:
             return False
         with self._lock:
-            if mtime == self._mtime:
+            if stamp == self._stamp:
                 return False
-            self._mtime = mtime
+            self._stamp = stamp
             try:
                 loaded = load_policies(path.read_text(encoding="utf-8"), str(path))
             except (PolicyError, OSError) as exc:
