@@ -221,6 +221,10 @@ def test_wrong_secret(stack: Stack, live: GrantInfo, family: str) -> None:
     creds = dict(live.creds, SecretAccessKey=live.creds["SecretAccessKey"][::-1])
     _, request_id = refused(stack, f.ok, stack.client(f.service, creds), "SignatureDoesNotMatch")
     check_recorded(stack, request_id, "SignatureDoesNotMatch", live.id)
+    # Whoever signed it did not hold the grant's secret: not recorded as the agent acting.
+    event = stack.denial(request_id)
+    assert (event.actor, event.agent) == ("anonymous", live.agent.name)
+    assert event.data["source"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize("family", FAMILY_IDS)

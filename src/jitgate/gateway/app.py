@@ -387,10 +387,12 @@ class AwsEndpoint:
             return
         grant = call.grant
         data = call.event_data()
-        data.update(code=error.code, message=error.message)
+        data.update(code=error.code, message=error.message, source=call.client)
         event = NewEvent(
             "call.denied",
-            f"agent:{grant.agent}" if grant else "anonymous",
+            # Only a valid signature proves who called: a real key id with a wrong signature
+            # names the grant it claimed (agent, grant_id) but not as the actor.
+            f"agent:{grant.agent}" if grant and call.authenticated else "anonymous",
             agent=grant.agent if grant else None,
             grant_id=grant.id if grant else None,
             data=data,
