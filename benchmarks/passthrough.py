@@ -1,6 +1,7 @@
 """A bare pass-through HTTP proxy on jitgate's own server stack: the floor of a Python hop.
 
-uvicorn (same configuration as jitgate's AWS endpoint: httptools, no access log, no lifespan)
+uvicorn (same configuration as jitgate's AWS endpoint: httptools, no access log, no lifespan,
+no proxy headers)
 on the same event loop as `jitgate serve` (uvloop), serving a plain ASGI app that forwards
 every request, unchanged and unchecked, over a pooled aiohttp session configured like
 jitgate's upstream, streaming both ways in the same 256 KiB pieces. No SigV4, no grant lookup, no audit: whatever jitgate costs
@@ -139,6 +140,7 @@ async def serve(upstream: str, port: int, read_bufsize: int | None = None) -> No
         log_level="warning",
         access_log=False,
         lifespan="off",
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
