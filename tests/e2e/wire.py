@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import botocore.auth
 from botocore.awsrequest import AWSRequest
@@ -152,3 +153,65 @@ def raw_request(
         name, _, value = line.decode("latin-1").partition(":")
         parsed[name.strip().lower()] = value.strip()
     return RawResponse(int(status_line.split()[1]), parsed, rest)
+
+
+def sign_by_hand(
+    method: str,
+    host: str,
+    path: str,
+    *,
+    creds: dict[str, str],
+    service: str,
+    payload_line: str,
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    presigned: bool = False,
+    region: str = "us-east-1",
+) -> tuple[str, dict[str, str]]:
+    """SigV4 written out step by step (no botocore, no jitgate), for requests no SDK would
+    sign: any payload line, any Host. ``query`` must already be in canonical order and
+    encoding. Returns (query to send, headers to send)."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
+    signed = {"host": host, **{k.lower(): v for k, v in (headers or {}).items()}}
+    params: dict[str, str] = {}
+    if presigned:
+        params = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{creds['AccessKeyId']}/{scope}",
+            "X-Amz-Date": stamp,
+            "X-Amz-Expires": "300",
+            "X-Amz-Security-Token": creds["SessionToken"],
+        }
+    else:
+        signed.update({"x-amz-date": stamp, "x-amz-security-token": creds["SessionToken"]})
+    names = ";".join(sorted(signed))
+    if presigned:
+        params["X-Amz-SignedHeaders"] = names
+        extra = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+        query = "&".join(part for part in sorted([*query.split("&"), *extra.split("&")]) if part)
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            query,
+            *(f"{name}:{signed[name].strip()}" for name in sorted(signed)),
+            "",
+            names,
+            payload_line,
+        ]
+    )
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = signing_key(creds["SecretAccessKey"], stamp[:8], region, service)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    sent = {k: v for k, v in signed.items() if k != "host"}
+    if presigned:
+        return f"{query}&X-Amz-Signature={signature}", sent
+    sent["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={creds['AccessKeyId']}/{scope}, "
+        f"SignedHeaders={names}, Signature={signature}"
+    )
+    return query, sent

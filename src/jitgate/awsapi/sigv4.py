@@ -614,6 +614,14 @@ def _declared_payload_hash(
     declared = headers.get("x-amz-content-sha256")
     if declared is not None:
         if declared in _STREAMING_MODES or declared == UNSIGNED_PAYLOAD:
+            if parsed.service not in S3_SIGNING_SERVICES:
+                # Only S3 takes an unsigned or aws-chunked body; anywhere else it would leave
+                # the body unauthenticated (a captured request replayed with another body).
+                raise SigV4Error(
+                    "InvalidRequest",
+                    f"x-amz-content-sha256 {declared} is accepted for S3 only; "
+                    f"{parsed.service} requests must sign the SHA-256 of their body",
+                )
             return declared
         if _HEX64_RE.fullmatch(declared):
             return declared

@@ -95,6 +95,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     body_read: bool = False  # the whole request body has been received
     authenticated: bool = False  # the signature and session token checked out
+    allowed: bool = False  # its call.allowed event is written
+    outcome_recorded: bool = False
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -120,6 +122,16 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
         value = raw_value.decode("utf-8", "surrogateescape")  # botocore sends UTF-8 values
         out[name] = f"{out[name]},{value}" if name in out else value
     return out
+
+
+def _is_utf8(value: str) -> bool:
+    """Header values were decoded as UTF-8 with surrogateescape: lone surrogates mark bytes
+    that were not UTF-8 (they could not be signed again, nor forwarded faithfully)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _peer(scope: dict[str, Any]) -> str:
@@ -207,6 +219,8 @@ class AwsEndpoint:
             await self._send_error(call, AwsError("ServiceUnavailable", exc.message), send)
         except Exception:
             log.exception("unexpected failure on call %s", call.request_id)
+            if call.allowed and not call.outcome_recorded:
+                self._record_outcome(call, 500, 0, 0, None, "jitgate failed to forward the call")
             await self._send_error(
                 call,
                 AwsError(
@@ -250,6 +264,12 @@ class AwsEndpoint:
             )
         call.grant = grant
         secret, expected_token = self._derived(parsed.access_key_id, grant.id)
+        for name, value in headers.items():
+            if not value.isascii() and not _is_utf8(value):
+                # Neither signed nor forwarded faithfully: refused before anything is checked.
+                raise AwsError(
+                    "InvalidRequest", f"the value of header {name[:64]!r} is not valid UTF-8"
+                )
 
         # S3 bodies stream (objects can be huge) and S3 declares their hash up front; other
         # services' bodies are small and needed whole to verify the signature.
@@ -294,7 +314,7 @@ class AwsEndpoint:
             body=body,
             service=call.service,
             region=call.region,
-            bucket_from_host=self._bucket_from_host(headers),
+            bucket_from_host=self._bucket_from_host(call.service, headers),
         )
         try:
             operation = identify(request)
@@ -343,6 +363,7 @@ class AwsEndpoint:
             ),
             guard=still_live,
         )
+        call.allowed = True
 
         if _answered_locally(operation):
             await self._caller_identity(call, send)
@@ -372,7 +393,12 @@ class AwsEndpoint:
         if grant.status != "active":
             raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
 
-    def _bucket_from_host(self, headers: dict[str, str]) -> str | None:
+    def _bucket_from_host(self, service: str, headers: dict[str, str]) -> str | None:
+        """An S3 virtual-hosted bucket ("BUCKET.gateway-host"); identification checks the name.
+
+        Other services have no such thing: their Host never changes the path sent upstream."""
+        if service != "s3":
+            return None
         host = headers.get("host", "").rsplit(":", 1)[0].lower()
         for gateway_host in self.gateway_hosts:
             suffix = "." + gateway_host
@@ -464,6 +490,7 @@ class AwsEndpoint:
         }
         if error:
             data["error"] = error
+        call.outcome_recorded = True
         self.batcher.record_nowait(
             NewEvent(
                 "call.completed",
@@ -524,16 +551,15 @@ class AwsEndpoint:
                 if encoding:
                     out["content-encoding"] = ",".join(encoding)
                 payload_hash = sigv4.UNSIGNED_PAYLOAD
-            elif (
-                payload_hash not in (sigv4.UNSIGNED_PAYLOAD, sigv4.STREAMING_UNSIGNED_TRAILER)
-                and info.presigned is False
-            ):
+            elif payload_hash not in (sigv4.UNSIGNED_PAYLOAD, sigv4.STREAMING_UNSIGNED_TRAILER):
+                # A signed SHA-256 of the body, by header or in a presigned URL: the body
+                # must match it (checked here, and by AWS, which gets the same hash).
                 source = _hash_checked(source, payload_hash)
                 if "content-length" in headers:
                     out["content-length"] = headers["content-length"]
             elif "content-length" in headers:
                 out["content-length"] = headers["content-length"]
-            if info.presigned and payload_hash not in (sigv4.UNSIGNED_PAYLOAD,):
+            if info.presigned and payload_hash == sigv4.STREAMING_UNSIGNED_TRAILER:
                 payload_hash = sigv4.UNSIGNED_PAYLOAD
             length = out.get("content-length")
             data = source if (length and length != "0") or "transfer-encoding" in headers else None

@@ -1,0 +1,82 @@
+"""An upstream that writes down exactly what jitgate forwards, and answers 200.
+
+For the attacks where what matters is the bytes that left jitgate (path, headers, body), not
+what a real service would make of them. One request per connection is enough: jitgate's pool
+opens another when the answer says ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+
+
+@dataclasses.dataclass(frozen=True)
+class Forwarded:
+    request_line: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    complete: bool  # the whole declared body arrived
+
+
+class RecordingUpstream:
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.requests: list[Forwarded] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def wait(self, count: int, timeout: float = 5.0) -> list[Forwarded]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.requests)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(5.0)
+        received = bytearray()
+        with connection:
+            try:
+                while b"\r\n\r\n" not in received:
+                    piece = connection.recv(65536)
+                    if not piece:
+                        return
+                    received += piece
+                head, _, body = bytes(received).partition(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
+                data = bytearray(body)
+                while len(data) < length:
+                    piece = connection.recv(65536)
+                    if not piece:
+                        break
+                    data += piece
+                forwarded = Forwarded(request_line, headers, bytes(data), len(data) >= length)
+            except (OSError, ValueError):
+                return
+            with self._lock:
+                self.requests.append(forwarded)
+            if forwarded.complete:
+                answer = b"<ok/>"
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nx-amz-request-id: recorded\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )

@@ -1,0 +1,207 @@
+"""What leaves jitgate is what was checked and recorded: attacks on the forwarded bytes.
+
+Each test sends a hand-made request through jitgate to an upstream that writes down exactly
+what it receives (tests/e2e/recording.py), then compares that with what jitgate authorized and
+recorded. Found by review; each was a real hole before its fix:
+
+- a Host such as ``123456789012/other/..%2f.localhost`` added path segments to every non-S3
+  call (S3's virtual-hosted bucket logic ran for all services), unseen by identification;
+- a presigned URL that signed its body's SHA-256 forwarded any body;
+- a header that was not UTF-8 was recorded as allowed, then failed while re-signing: nothing
+  forwarded, no outcome recorded;
+- a non-S3 call could declare ``UNSIGNED-PAYLOAD`` and leave its body unsigned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.exceptions import ClientError
+
+from jitgate.gateway import app as gateway_app
+
+from .conftest import OBJECT_ARN, Stack, table_arn
+from .recording import RecordingUpstream
+from .wire import credentials_of, raw_request, sign, sign_by_hand
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def recorded(make_stack) -> Iterator[tuple[RecordingUpstream, Stack]]:  # type: ignore[no-untyped-def]
+    upstream = RecordingUpstream()
+    try:
+        yield upstream, make_stack(upstream=upstream.url)
+    finally:
+        upstream.close()
+
+
+def port_of(stack: Stack) -> int:
+    port = urlsplit(stack.aws_url).port
+    assert port is not None
+    return port
+
+
+def dynamodb_get(stack: Stack, creds: dict[str, str], host: str, payload_line: str) -> int | None:
+    body = json.dumps({"TableName": "orders", "Key": {"id": {"S": "o-1"}}}).encode()
+    declared = {} if payload_line == sha256(body) else {"x-amz-content-sha256": payload_line}
+    _, headers = sign_by_hand(
+        "POST",
+        host,
+        "/",
+        creds=creds,
+        service="dynamodb",
+        payload_line=payload_line,
+        headers={
+            "x-amz-target": "DynamoDB_20120810.GetItem",
+            "content-type": "application/x-amz-json-1.0",
+            **declared,
+        },
+    )
+    response = raw_request(port_of(stack), "POST", b"/", [("Host", host), *headers.items()], body)
+    return response.status
+
+
+def test_the_host_never_changes_the_path_of_a_non_s3_call(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["dynamodb:GetItem"], [table_arn("orders")])
+    port = port_of(stack)
+    hosts = [f"123456789012/other-queue/..%2f.localhost:{port}", f"evil.localhost:{port}"]
+    body = json.dumps({"TableName": "orders", "Key": {"id": {"S": "o-1"}}}).encode()
+    for host in hosts:
+        assert dynamodb_get(stack, grant.creds, host, sha256(body)) == 200
+    forwarded = upstream.wait(len(hosts))
+    assert [f.request_line for f in forwarded] == ["POST / HTTP/1.1"] * len(hosts)
+    allowed = [e for e in stack.events(grant.id) if e.type == "call.allowed"]
+    assert [e.data["path"] for e in allowed] == ["/"] * len(hosts)
+
+
+def test_an_s3_virtual_host_must_be_a_bucket_name(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    port = port_of(stack)
+
+    def get(host: str, path: str) -> int | None:
+        _, headers = sign_by_hand(
+            "GET",
+            host,
+            path,
+            creds=grant.creds,
+            service="s3",
+            payload_line=sha256(b""),
+            headers={"x-amz-content-sha256": sha256(b"")},
+        )
+        return raw_request(port, "GET", path.encode(), [("Host", host), *headers.items()]).status
+
+    assert get(f"reports.localhost:{port}", "/2026/q3.csv") == 200
+    refused = get(f"reports/2026.localhost:{port}", "/q3.csv")
+    assert refused is not None and refused >= 400
+    forwarded = upstream.wait(2, timeout=1)
+    assert [f.request_line for f in forwarded] == ["GET /reports/2026/q3.csv HTTP/1.1"]
+
+
+def test_a_presigned_url_that_signs_its_body_hash_takes_only_that_body(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["s3:PutObject"], ["arn:aws:s3:::reports/upload.csv"])
+    port = port_of(stack)
+    host = f"127.0.0.1:{port}"
+    meant = b"the body the agent signed"
+    other = b"something else, sent by whoever holds the URL"
+    query, _ = sign_by_hand(
+        "PUT",
+        host,
+        "/reports/upload.csv",
+        creds=grant.creds,
+        service="s3",
+        payload_line=sha256(meant),
+        headers={"x-amz-content-sha256": sha256(meant)},
+        presigned=True,
+    )
+    target = f"/reports/upload.csv?{query}".encode()
+    headers = [("Host", host), ("x-amz-content-sha256", sha256(meant))]
+
+    swapped = raw_request(port, "PUT", target, headers, other)
+    assert swapped.status == 400
+    assert b"XAmzContentSHA256Mismatch" in swapped.body
+    assert all(not f.complete for f in upstream.wait(1, timeout=1))  # never a whole request
+
+    assert raw_request(port, "PUT", target, headers, meant).status == 200
+    completed = [f for f in upstream.wait(2) if f.complete]
+    assert [f.body for f in completed] == [meant]
+    # AWS gets the same hash to check again, not UNSIGNED-PAYLOAD.
+    assert completed[0].headers["x-amz-content-sha256"] == sha256(meant)
+
+
+def test_a_header_that_is_not_utf8_is_refused_before_anything_is_recorded(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    port = port_of(stack)
+    host = f"127.0.0.1:{port}"
+    signed = sign(
+        "GET", f"http://{host}/reports/2026/q3.csv", credentials=credentials_of(grant.creds)
+    )
+    lines = [b"GET /reports/2026/q3.csv HTTP/1.1", f"Host: {host}".encode()]
+    lines += [f"{name}: {value}".encode() for name, value in signed.items() if name != "Host"]
+    lines += [b"X-Note: caf\xe9", b"Connection: close", b"", b""]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\r\n".join(lines))
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"is not valid UTF-8" in answer
+    denied = stack.wait_events(grant.id, lambda events: bool(events))
+    assert [e.type for e in denied] == ["call.denied"]
+    assert upstream.wait(1, timeout=0.5) == []
+
+
+def test_a_failure_after_the_call_was_allowed_still_records_its_outcome(
+    recorded: tuple[RecordingUpstream, Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+
+    def broken(**_: object) -> dict[str, str]:
+        raise RuntimeError("signer broke")
+
+    monkeypatch.setattr(gateway_app.sigv4, "sign_headers", broken)
+    with pytest.raises(ClientError) as info:
+        stack.client("s3", grant.creds).get_object(Bucket="reports", Key="2026/q3.csv")
+    assert info.value.response["Error"]["Code"] == "InternalError"
+    def settled(events: list) -> bool:  # botocore may retry the 500: every try counts
+        allowed = {e.data["request_id"] for e in events if e.type == "call.allowed"}
+        completed = {e.data["request_id"] for e in events if e.type == "call.completed"}
+        return bool(allowed) and allowed == completed
+
+    events = stack.wait_events(grant.id, settled)
+    assert settled(events), [(e.type, e.data) for e in events]
+    assert {e.data["status"] for e in events if e.type == "call.completed"} == {500}
+    assert upstream.requests == []
+
+
+def test_a_non_s3_call_cannot_leave_its_body_unsigned(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    upstream, stack = recorded
+    grant = stack.grant(["dynamodb:GetItem"], [table_arn("orders")])
+    host = f"127.0.0.1:{port_of(stack)}"
+    for declared in ("UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"):
+        assert dynamodb_get(stack, grant.creds, host, declared) == 400
+    assert upstream.wait(1, timeout=0.5) == []
