@@ -70,19 +70,34 @@ def _parameter_arn(
         match = (_ARN_WITH_SELECTOR_RE if selector else _ARN_RE).fullmatch(value)
         if match is None:
             _refuse(op, f"{key} {value!r} is not a parameter ARN")
-        return match.group("arn")
+        arn = match.group("arn")
+        _check_name(op, key, "/" + arn.split(":parameter/", 1)[1])  # the name it stands for
+        return arn
     match = (_NAME_WITH_SELECTOR_RE if selector else _NAME_RE).fullmatch(value)
     if match is None:
         _refuse(op, f"{key} {value!r} is not a valid parameter name")
     name = match.group("name") if selector else value
-    if name.startswith(_SECRETS_PREFIX):
-        _refuse(
-            op,
-            f"{key} {name!r} reads a Secrets Manager secret through Parameter Store, which "
-            "is not mapped",
-        )
+    _check_name(op, key, name)
     account = "" if name.startswith(_PUBLIC_PREFIX) else ctx.account
     return f"arn:{ctx.partition}:ssm:{ctx.region}:{account}:parameter/{name.removeprefix('/')}"
+
+
+def _check_name(op: Operation, key: str, name: str) -> None:
+    """Refuse names that reach Secrets Manager or that hold '.'/'..' segments, however named.
+
+    "/aws/reference/secretsmanager/NAME" returns a secret's value: it needs
+    secretsmanager:GetSecretValue on the secret, which a Parameter Store grant never names.
+    AWS reserves the "aws" prefix whatever its case, so the check ignores case too.
+    """
+    lowered = name.lower()
+    if lowered.startswith(_SECRETS_PREFIX) or _SECRETS_PREFIX.startswith(lowered.rstrip("/") + "/"):
+        _refuse(
+            op,
+            f"{key} {name!r} reads Secrets Manager secrets through Parameter Store, which "
+            "is not mapped",
+        )
+    if any(segment in (".", "..") for segment in name.split("/")):
+        _refuse(op, f"{key} {name!r} has a '.' or '..' segment")
 
 
 def _name(selector: bool = False) -> Arns:
@@ -108,8 +123,7 @@ def _path(op: Operation, ctx: MappingContext) -> list[str]:
         _refuse(op, f"Path {path!r} is not a parameter hierarchy")
     if path == "/":
         _refuse(op, "Path '/' covers every parameter, which has no exact IAM resource")
-    if path.startswith(_SECRETS_PREFIX.rstrip("/")):
-        _refuse(op, f"Path {path!r} reads Secrets Manager secrets, which is not mapped")
+    _check_name(op, "Path", path)
     account = "" if path.startswith(_PUBLIC_PREFIX) else ctx.account
     return [f"arn:{ctx.partition}:ssm:{ctx.region}:{account}:parameter/{path[1:]}"]
 
