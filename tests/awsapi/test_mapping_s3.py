@@ -23,6 +23,9 @@ REGION = "us-east-1"
 B = "arn:aws:s3:::reports"
 O = "arn:aws:s3:::reports/2026/q3.csv"  # noqa: E741
 SRC = "arn:aws:s3:::source/in/a.csv"
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+KEY = f"arn:aws:kms:us-east-1:123456789012:key/{KEY_ID}"
+OTHER_KEY = f"arn:aws:kms:us-east-1:999999999999:key/{KEY_ID}"
 BK = {"Bucket": "reports"}
 OK = {"Bucket": "reports", "Key": "2026/q3.csv"}
 SOURCE = {"Bucket": "source", "Key": "in/a.csv"}
@@ -90,6 +93,27 @@ CASES = [
         [("s3:PutObject", O), ("s3:PutObjectRetention", O), ("s3:PutObjectLegalHold", O)],
     ),
     ("PutObject", {**OK, "ServerSideEncryption": "aws:kms"}, [("s3:PutObject", O)]),
+    # A key the caller names is used with jitgate's KMS rights: the grant must name it too.
+    (
+        "PutObject",
+        {**OK, "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": KEY_ID},
+        [("s3:PutObject", O), ("kms:GenerateDataKey", KEY)],
+    ),
+    (
+        "PutObject",
+        {**OK, "SSEKMSKeyId": OTHER_KEY},
+        [("s3:PutObject", O), ("kms:GenerateDataKey", OTHER_KEY)],
+    ),
+    (
+        "CreateMultipartUpload",
+        {**OK, "SSEKMSKeyId": KEY},
+        [("s3:PutObject", O), ("kms:GenerateDataKey", KEY), ("kms:Decrypt", KEY)],
+    ),
+    (
+        "CopyObject",
+        {**OK, "CopySource": SOURCE, "SSEKMSKeyId": KEY_ID},
+        [("s3:GetObject", SRC), ("s3:PutObject", O), ("kms:GenerateDataKey", KEY)],
+    ),
     ("CreateMultipartUpload", OK, [("s3:PutObject", O)]),
     (
         "CreateMultipartUpload",
@@ -294,6 +318,8 @@ REFUSALS = [
     ("CopyObject", {**OK, "CopySource": "arn:aws:s3:us-east-1:1:accesspoint/ap/object/k"}),
     ("CopyObject", {**OK, "CopySource": SOURCE, "AnnotationDirective": "COPY"}),
     ("PutObject", {**OK, "ObjectLockEventHold": "ON"}),
+    ("PutObject", {**OK, "SSEKMSKeyId": "alias/aws/s3"}),  # an alias names no key exactly
+    ("PutObject", {**OK, "SSEKMSKeyId": "arn:aws:kms:us-east-1:123456789012:alias/app"}),
     ("CreateBucket", {**BK, "CreateBucketConfiguration": {"Tags": [{"Key": "a", "Value": "b"}]}}),
     ("CreateBucket", {**BK, "BucketNamespace": "account-regional"}),
 ]

@@ -18,6 +18,9 @@ PARTITION = r"aws(?:-[a-z]+)*"
 REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
 ROLE_ARN_RE = re.compile(rf"arn:{PARTITION}:iam::\d{{12}}:role/[\w+=,.@/\-]{{1,512}}")
 NOT_MAPPED = "this operation is not mapped to IAM by jitgate"
+KMS_KEY_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
+_KMS_KEY_ID_RE = re.compile(KMS_KEY_ID)
+_KMS_KEY_ARN_RE = re.compile(rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:key/(?:{KMS_KEY_ID})")
 
 Rule = Callable[[Operation, MappingContext], list[Access]]
 Arns = Callable[[Operation, MappingContext], list[str]]
@@ -94,3 +97,27 @@ def rule_maker(prefix: str) -> Callable[..., Rule]:
         return rule
 
     return on
+
+
+def kms_key_arn(
+    op: Operation,
+    ctx: MappingContext,
+    value: Any,
+    key: str,
+    refuse: Callable[[Operation, str], NoReturn],
+) -> str:
+    """The ARN of the customer managed key a parameter names (key id or key ARN).
+
+    Another service using a KMS key on the caller's behalf does so with the caller's KMS
+    rights, here jitgate's: the grant must name the key. An alias is refused: it names no key
+    exactly (the key behind it can change).
+    """
+    if isinstance(value, str):
+        if _KMS_KEY_ARN_RE.fullmatch(value):
+            return value
+        if _KMS_KEY_ID_RE.fullmatch(value):
+            return f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{value}"
+    refuse(
+        op,
+        f"{key} {value!r} is not a KMS key id or key ARN (an alias does not name its key exactly)",
+    )

@@ -6,7 +6,8 @@ action on the bucket or on the object; the name often differs from the operation
 (ListObjectsV2 -> s3:ListBucket, DeleteBucketCors -> s3:PutBucketCORS, ...), and many object
 operations check a ``...Version...`` action instead when a version is named. Request headers
 that the API reference says need more (ACLs, tags, Object Lock, governance bypass) add the
-action they need. Operations in :data:`REFUSED` are refused, with the reason given there;
+action they need (a customer managed KMS key named for encryption adds the KMS actions S3
+performs with it). Operations in :data:`REFUSED` are refused, with the reason given there;
 every botocore S3 operation is either in :data:`RULES`, handled specially, or refused.
 
 Object ARNs are ``arn:{partition}:s3:::{bucket}/{key}`` with the key exactly as S3 will act on
@@ -19,8 +20,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
+from jitgate.awsapi.mapping.common import kms_key_arn
 from jitgate.awsapi.mapping.context import MappingContext
 from jitgate.awsapi.operations import parse_copy_source
 from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
@@ -217,11 +219,22 @@ _WITH_BYPASS: Final = frozenset({"DeleteObject", "PutObjectRetention"})
 
 _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]\Z")
 # Names that look like buckets but address access points, directory buckets, table buckets.
-_NOT_BUCKET_SUFFIXES: Final = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap")
+_NOT_BUCKET_SUFFIXES: Final = (
+    "-s3alias",
+    "--ol-s3",
+    "--op-s3",
+    "--x-s3",
+    "--table-s3",
+    ".mrap",
+)
 
 
 def _refuse(op: Operation, why: str) -> UnsupportedOperation:
     return UnsupportedOperation(f"operation s3:{op.name} is not supported by jitgate: {why}")
+
+
+def _refuse_now(op: Operation, why: str) -> NoReturn:
+    raise _refuse(op, why)
 
 
 def _bucket(op: Operation, value: Any) -> str:
@@ -267,6 +280,7 @@ def _rule_access(op: Operation, rule: Rule, ctx: MappingContext) -> list[Access]
     accesses = [_access(action, arn)]
     if op.name in _WITH_WRITE_EXTRAS:
         accesses += _write_extras(params, arn)
+        accesses += _sse_kms_key(op, ctx)
     if op.name in _WITH_BYPASS and params.get("BypassGovernanceRetention"):
         accesses.append(_access("BypassGovernanceRetention", arn))
     return accesses
@@ -297,7 +311,31 @@ def _copy(op: Operation, ctx: MappingContext) -> list[Access]:
     accesses = [_access(read, src_arn), _access("PutObject", dst_arn)]
     if op.name == "CopyObject":
         accesses += _write_extras(params, dst_arn)
+        accesses += _sse_kms_key(op, ctx)
     return accesses
+
+
+# What S3 asks KMS for, with the caller's rights, when a request names a customer managed key
+# (User Guide, "Using server-side encryption with AWS KMS keys"): a new object's data key; a
+# multipart upload also decrypts that data key for each part.
+_SSE_KMS_ACTIONS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "PutObject": ("kms:GenerateDataKey",),
+        "CopyObject": ("kms:GenerateDataKey",),
+        "CreateMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
+    }
+)
+
+
+def _sse_kms_key(op: Operation, ctx: MappingContext) -> list[Access]:
+    """x-amz-server-side-encryption-aws-kms-key-id: S3 uses that key with jitgate's KMS rights,
+    so the grant must name the key as well (without the header S3 uses the bucket default or
+    the AWS managed key, which the caller does not choose)."""
+    value = op.params.get("SSEKMSKeyId")
+    if value is None:
+        return []
+    key = kms_key_arn(op, ctx, value, "SSEKMSKeyId", _refuse_now)
+    return [Access(action, key) for action in _SSE_KMS_ACTIONS[op.name]]
 
 
 def _delete_objects(op: Operation, ctx: MappingContext) -> list[Access]:

@@ -21,6 +21,7 @@ from jitgate.awsapi.mapping.common import (
     ROLE_ARN_RE,
     Rule,
     access_function,
+    kms_key_arn,
     param_reader,
     refuser,
 )
@@ -34,14 +35,6 @@ _SECRET_NAME_RE = re.compile(_SECRET_NAME)
 _SECRET_ARN_RE = re.compile(
     rf"arn:{PARTITION}:secretsmanager:{REGION}:\d{{12}}:secret:"
     rf"{_SECRET_NAME}"
-)
-_KMS_KEY_ID_RE = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"|mrk-[0-9a-f]{32}"
-)
-_KMS_KEY_ARN_RE = re.compile(
-    rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:key/"
-    rf"(?:{_KMS_KEY_ID_RE.pattern})"
 )
 _LAMBDA_ARN_RE = re.compile(
     rf"arn:{PARTITION}:lambda:{REGION}:\d{{12}}:function:"
@@ -72,16 +65,7 @@ def _kms_accesses(op: Operation, ctx: MappingContext, actions: tuple[str, ...]) 
     value = op.params.get("KmsKeyId")
     if value is None:
         return []
-    if isinstance(value, str) and _KMS_KEY_ARN_RE.fullmatch(value):
-        key = value
-    elif isinstance(value, str) and _KMS_KEY_ID_RE.fullmatch(value):
-        key = f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{value}"
-    else:
-        _refuse(
-            op,
-            f"KmsKeyId {value!r} is not a KMS key id or key ARN (an alias does not "
-            "name its key exactly)",
-        )
+    key = kms_key_arn(op, ctx, value, "KmsKeyId", _refuse)
     return [Access(action, key) for action in actions]
 
 

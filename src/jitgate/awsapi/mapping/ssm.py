@@ -21,6 +21,7 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
+    kms_key_arn,
     param_reader,
     refuser,
     rule_maker,
@@ -42,12 +43,6 @@ _ARN_RE = re.compile(
 )
 _ARN_WITH_SELECTOR_RE = re.compile(rf"{_ARN_RE.pattern}{_SELECTOR}")
 _PATH_RE = re.compile(r"/|(?:/[A-Za-z0-9_.\-]+)+/?")
-_KMS_KEY_ID_RE = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
-)
-_KMS_KEY_ARN_RE = re.compile(
-    rf"arn:{PARTITION}:kms:{REGION}:\d{{12}}:key/(?:{_KMS_KEY_ID_RE.pattern})"
-)
 _MAX_NAME = 2048
 _PUBLIC_PREFIX = "/aws/service/"
 _SECRETS_PREFIX = "/aws/reference/secretsmanager/"
@@ -144,16 +139,7 @@ def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
     key = op.params.get("KeyId")
     if key is not None:
         # A SecureString under a customer managed key is encrypted with the caller's rights.
-        if isinstance(key, str) and _KMS_KEY_ARN_RE.fullmatch(key):
-            key_arn = key
-        elif isinstance(key, str) and _KMS_KEY_ID_RE.fullmatch(key):
-            key_arn = f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{key}"
-        else:
-            _refuse(
-                op,
-                f"KeyId {key!r} is not a KMS key id or key ARN (an alias does not name its "
-                "key exactly)",
-            )
+        key_arn = kms_key_arn(op, ctx, key, "KeyId", _refuse)
         out.append(Access("kms:Encrypt", key_arn))
     return out
 
