@@ -157,7 +157,18 @@ def _kms_key_group(op: Operation, ctx: MappingContext) -> list[str]:
     return _group(op, ctx)
 
 
+_SOURCE_COMMAND_RE = re.compile(r"(?:^|\|)\s*source\b", re.IGNORECASE)
+
+
 def _start_query(op: Operation, ctx: MappingContext) -> list[Access]:
+    """The log groups named in the parameters; a query that chooses more in its own text (SQL's
+    FROM, PPL's source=, Logs Insights' SOURCE command) is refused: the text is not parsed."""
+    language = op.params.get("queryLanguage")
+    if language not in (None, "CWLI"):
+        _refuse(op, f"queryLanguage {language!r} names log groups inside the query text")
+    query = op.params.get("queryString")
+    if isinstance(query, str) and _SOURCE_COMMAND_RE.search(query):
+        _refuse(op, "the query text chooses log groups (SOURCE), which is not parsed")
     arns = []
     if op.params.get("logGroupName") is not None:
         arns.append(_group_arn_of(op, ctx, op.params["logGroupName"], "logGroupName"))
