@@ -706,6 +706,10 @@ REFUSED = {
     "wrong list-type": _s3("GET", "/bkt", "list-type=1"),
     "x-id mismatch": _s3("GET", "/bkt/k", "x-id=DeleteObject"),
     "partNumber without uploadId": _s3("PUT", "/bkt/k", "partNumber=1"),
+    # An empty discriminator could be read upstream as "none": DeleteObject, not an abort.
+    "empty uploadId": _s3("DELETE", "/bkt/k", "uploadId="),
+    "empty versionId": _s3("GET", "/bkt/k", "versionId="),
+    "empty versionId on delete": _s3("DELETE", "/bkt/k", "versionId"),
     "head with subresource": _s3("HEAD", "/bkt", "acl"),
     "lower-case method": _s3("get", "/bkt/k"),
     "options": _s3("OPTIONS", "/bkt/k"),

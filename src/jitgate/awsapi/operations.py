@@ -859,6 +859,9 @@ def _match_path(route: _RestRoute, raw_path: str, service: str) -> dict[str, str
     return labels
 
 
+_NOT_EMPTY = frozenset({"VersionId", "UploadId"})
+
+
 def _query_fits(route: _RestRoute, query: Mapping[str, list[str]], service: str) -> bool:
     for key, value in route.literal_query.items():
         if query.get(key) != [value]:
@@ -941,6 +944,10 @@ def _rest_params(
             ]
         elif len(values) != 1:
             raise _refuse(f"{where}: query parameter {_shown(key)} is given more than once")
+        elif not values[0] and member.name in _NOT_EMPTY:
+            # It chooses the operation and the action ("?uploadId=" is not "no upload"): an
+            # empty one could be read differently upstream.
+            raise _refuse(f"{where}: query parameter {_shown(key)} is empty")
         else:
             params[member.name] = _scalar_from_text(
                 member.shape, values[0], f"{where}: {member.name}"
