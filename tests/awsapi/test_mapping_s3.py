@@ -146,7 +146,7 @@ CASES = [
     ),
     (
         "CopyObject",
-        {**OK, "CopySource": "source/in/a%20b+c.csv?versionId=v1"},
+        {**OK, "CopySource": "source/in/a%20b%2Bc.csv?versionId=v1"},
         [("s3:GetObjectVersion", "arn:aws:s3:::source/in/a b+c.csv"), ("s3:PutObject", O)],
     ),
     (

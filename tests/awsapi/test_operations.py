@@ -645,12 +645,17 @@ def test_json_first_pass_names_operation_without_params() -> None:
 
 
 def test_parse_copy_source() -> None:
-    assert parse_copy_source("/bkt/a%2Fb+c?versionId=x") == {
+    assert parse_copy_source("/bkt/a%2Fb%2Bc%20d?versionId=x") == {
         "Bucket": "bkt",
-        "Key": "a/b+c",
+        "Key": "a/b+c d",
         "VersionId": "x",
     }
     for bad in [
+        # S3 may read a raw '+' as a space (SDKs always send %2B), and ';' or '#' as the end
+        # of the path: each would name another key than the one checked.
+        "/bkt/a+b",
+        "/bkt/a;b",
+        "/bkt/a#b",
         "b",
         "b/",
         "%62/k",

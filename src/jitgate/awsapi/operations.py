@@ -351,10 +351,13 @@ def needs_body(service: str, operation_name: str) -> bool:
 def parse_copy_source(value: str) -> dict[str, str]:
     """Decode an S3 ``x-amz-copy-source`` value: ``[/]bucket/key[?versionId=id]``.
 
-    The bucket and key are percent-decoded once ('+' stays a plus). Access-point and other ARN
-    forms are refused, as is any raw ',' (the gateway joins repeated headers with ',').
+    The bucket and key are percent-decoded once. Access-point and other ARN forms are refused,
+    as is any raw ',' (the gateway joins repeated headers with ','), and any raw '+', ';' or
+    '#': S3 (or a server in between) may read them as a space or the end of the path, while
+    SDKs always percent-encode them, so they can only make the key checked differ from the key
+    copied.
     """
-    if not _RAW_URL_CHARS.match(value.replace(" ", "!")) or "," in value:
+    if not _RAW_URL_CHARS.match(value.replace(" ", "!")) or any(c in value for c in ",+;#"):
         raise _refuse("s3: x-amz-copy-source is not understood")
     path, sep, query = value.partition("?")
     if path.startswith("/"):
