@@ -444,3 +444,20 @@ def test_uploads_over_tls_use_aws_chunked_with_a_checksum_trailer(
     assert sorted(d["Key"] for d in deleted["Deleted"]) == sorted([small, large])
     assert not exists(stack, small) and not exists(stack, large)
     s3.close()  # an open TLS connection would hold up the server's shutdown
+
+
+def test_assume_role_cannot_hand_out_credentials_that_outlive_the_grant(stack: Stack) -> None:
+    """When a grant expires the agent must hold nothing that works: an approved grant for
+    sts:AssumeRole still cannot mint AWS credentials that last longer than the grant."""
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/report-fn-role"
+    grant = stack.grant(["sts:AssumeRole"], [role], duration=600)
+    sts = stack.client("sts", grant.creds)
+    for duration in (900, None):  # AWS's shortest, and its default of an hour
+        extra = {} if duration is None else {"DurationSeconds": duration}
+        with pytest.raises(ClientError) as info:
+            sts.assume_role(RoleArn=role, RoleSessionName="agent", **extra)
+        error = info.value.response["Error"]
+        assert error["Code"] == "AccessDenied"
+        assert "longer than the" in error["Message"] and grant.id in error["Message"]
+    denied = stack.wait_events(grant.id, lambda events: len(events) >= 2)
+    assert [e.type for e in denied] == ["call.denied", "call.denied"]

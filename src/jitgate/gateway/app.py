@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -337,6 +338,9 @@ class AwsEndpoint:
                     "AccessDenied",
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
+        outlives = credentials_outliving(operation, grant.expires_at or now, now)
+        if outlives is not None:
+            raise AwsError("AccessDenied", f"grant {grant.id}: {outlives}")
 
         data = call.event_data()
 
@@ -772,6 +776,29 @@ def _may_have_body(headers: dict[str, str]) -> bool:
         return True
     length = headers.get("content-length", "").strip()
     return bool(length) and (not length.isdigit() or int(length) > 0)
+
+
+# STS returns AWS credentials that work without jitgate until they expire (AWS's default).
+_VENDED_CREDENTIALS_DEFAULT_SECONDS = {("sts", "AssumeRole"): 3600}
+
+
+def credentials_outliving(operation: Operation, expires_at: datetime, now: datetime) -> str | None:
+    """Why a call would hand the agent credentials that outlive its grant, or None.
+
+    When a grant expires the agent must hold nothing that works: credentials STS vends for the
+    agent (a grant for sts:AssumeRole, approved by a human) may last no longer than the grant.
+    """
+    default = _VENDED_CREDENTIALS_DEFAULT_SECONDS.get((operation.service, operation.name))
+    if default is None:
+        return None
+    asked = operation.params.get("DurationSeconds", default)
+    left = int((expires_at - now).total_seconds())
+    if not isinstance(asked, int) or asked > left:
+        return (
+            f"{operation.service}:{operation.name} would return credentials valid for "
+            f"{asked} seconds, longer than the {max(left, 0)} seconds left on the grant"
+        )
+    return None
 
 
 def _answered_locally(operation: Operation) -> bool:

@@ -3,8 +3,10 @@
 GetCallerIdentity needs no scope: the gateway answers it itself with the grant's identity.
 AssumeRole needs ``sts:AssumeRole`` on the role, plus ``sts:TagSession`` when it passes session
 tags, ``sts:SetSourceIdentity`` when it sets a source identity and ``sts:SetContext`` when it
-passes provided contexts (all on the role). Every other STS operation is refused: jitgate does
-not mint further credentials for agents.
+passes provided contexts (all on the role); the gateway also refuses it when the credentials it
+would return outlive the grant (``jitgate.gateway.app.credentials_outliving``), so an expired
+grant leaves nothing that works. Every other STS operation is refused: jitgate does not mint
+further credentials for agents.
 """
 
 from __future__ import annotations
