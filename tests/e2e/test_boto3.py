@@ -7,6 +7,7 @@ upstream really did it; every refusal is checked to have left moto untouched.
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,9 @@ def test_read_list_and_head_within_the_grant(stack: Stack) -> None:
     assert s3.head_object(Bucket="reports", Key="2026/q3.csv")["ContentLength"] == len(Q3_TEXT)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="reports", Prefix="2026/")["Contents"]]
     assert {"2026/q3.csv", "2026/q2.csv", "2026/payroll.csv"} <= set(keys)
+    # The record says what was asked, query included (here: which prefix was listed).
+    listed = [e for e in stack.events(grant.id) if e.data.get("operation") == "ListObjectsV2"]
+    assert "prefix=2026%2F" in listed[0].data["query"]
 
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket="reports", Key="2026/payroll.csv")
@@ -271,6 +275,14 @@ def test_presigned_get_url(stack: Stack) -> None:
     tampered = httpx.get(url.replace("q3.csv", "q2.csv"), timeout=10)
     assert tampered.status_code == 403
     assert "<Code>SignatureDoesNotMatch</Code>" in tampered.text
+
+    # The URL's signature and session token never reach the log, whatever the outcome.
+    events = stack.wait_events(grant.id, lambda events: len(events) >= 4)
+    assert {e.type for e in events} == {"call.allowed", "call.completed", "call.denied"}
+    for event in events:
+        written = json.dumps(event.data)
+        assert grant.creds["SessionToken"] not in written
+        assert "X-Amz-Signature" not in written and "X-Amz-Security-Token" not in written
 
 
 # --- DynamoDB --------------------------------------------------------------------------------

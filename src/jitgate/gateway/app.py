@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -107,6 +108,9 @@ class Call:
             "method": self.method,
             "path": self.raw_path[:1024],
         }
+        query = _query_for_record(self.query)
+        if query:
+            data["query"] = query[:1024]  # versionId, uploadId, prefix, ...: what was asked
         if self.access_key_id:
             data["access_key_id"] = self.access_key_id
         if self.operation is not None:
@@ -138,6 +142,18 @@ def _is_utf8(value: str) -> bool:
 def _peer(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+def _query_for_record(query: str) -> str:
+    """The query string without any X-Amz-* parameter (a presigned URL's signature and
+    session token are not written to the log), however its name is encoded."""
+    if not query:
+        return ""
+    return "&".join(
+        part
+        for part in query.split("&")
+        if not unquote(part.partition("=")[0]).lower().startswith("x-amz-")
+    )
 
 
 def _strip_presign(query: str) -> str:
