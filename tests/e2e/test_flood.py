@@ -1,4 +1,5 @@
-"""A flood of unauthenticated calls cannot fill the audit log; an agent's denials all count.
+"""Floods: unauthenticated calls cannot fill the audit log (an agent's denials all count), and
+request bodies held in memory at once are capped.
 
 The attack: anyone who can reach the AWS endpoint sends calls with made-up keys (or a real key
 id and a wrong signature) as fast as it can. Each used to become a full ``call.denied`` event,
@@ -18,8 +19,9 @@ from botocore.exceptions import ClientError
 
 from jitgate.audit.flood import FailureThrottle
 from jitgate.clock import SystemClock
+from jitgate.gateway.app import MAX_BUFFERED_TOTAL
 
-from .conftest import OBJECT_ARN, Stack, object_arn
+from .conftest import OBJECT_ARN, Stack, object_arn, table_arn
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +108,25 @@ def test_unauthenticated_flood_is_counted_and_agent_denials_are_all_written(
         time.sleep(0.05)
     else:
         raise AssertionError("the failure in a new window was not written")
+
+
+def test_request_bodies_held_at_once_are_capped(make_stack: Callable[..., Stack]) -> None:
+    """Non-S3 bodies are read whole (to verify them) before the signature is checked, which
+    needs only a known access key id: all of them together may not exceed a memory budget."""
+    stack = make_stack()
+    endpoint = stack.thread.endpoint
+    assert endpoint is not None
+    grant = stack.grant(["dynamodb:PutItem"], [table_arn("orders")])
+    dynamodb = stack.client("dynamodb", grant.creds)
+    item = {"id": {"S": "big"}, "pad": {"S": "x" * 2000}}
+
+    endpoint.buffered.limit = 1000
+    with pytest.raises(ClientError) as info:
+        dynamodb.put_item(TableName="orders", Item=item)
+    assert info.value.response["Error"]["Code"] == "SlowDown"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert endpoint.buffered.used == 0  # what the refused call held is given back
+
+    endpoint.buffered.limit = MAX_BUFFERED_TOTAL
+    dynamodb.put_item(TableName="orders", Item=item)
+    assert endpoint.buffered.used == 0

@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-MAX_BUFFERED_BODY = 20 * 1024 * 1024
+MAX_BUFFERED_BODY = 20 * 1024 * 1024  # one non-S3 request body, read whole to verify it
+# All such bodies held at once: reading one needs only a known access key id (not secret), so
+# without a ceiling a few hundred concurrent 20 MiB bodies would exhaust memory.
+MAX_BUFFERED_TOTAL = 256 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
 
 _HOP_BY_HOP = frozenset(
@@ -98,6 +101,7 @@ class Call:
     body_read: bool = False  # the whole request body has been received
     authenticated: bool = False  # the signature and session token checked out
     allowed: bool = False  # its call.allowed event is written
+    buffered: int = 0  # bytes of its body held in memory (counted in the endpoint's budget)
     outcome_recorded: bool = False
 
     def event_data(self) -> dict[str, Any]:
@@ -175,8 +179,10 @@ class AwsEndpoint:
         account_id: str,
         gateway_hosts: tuple[str, ...] = ("localhost",),
         failures: FailureThrottle | None = None,
+        max_buffered_total: int = MAX_BUFFERED_TOTAL,
     ) -> None:
         self.lookup = lookup
+        self.buffered = BodyBudget(max_buffered_total)
         self.master_key = master_key
         self.batcher = batcher
         self.upstream = upstream
@@ -245,6 +251,9 @@ class AwsEndpoint:
                 ),
                 send,
             )
+        finally:
+            self.buffered.give(call.buffered)
+
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -293,7 +302,7 @@ class AwsEndpoint:
         streamed = call.service == "s3"
         body: bytes | None = None
         if not streamed:
-            body = await _read_body(receive, MAX_BUFFERED_BODY)
+            body = await self._read_body(call, receive)
         now = self.clock.now()
         try:
             info = sigv4.verify(
@@ -336,7 +345,7 @@ class AwsEndpoint:
         try:
             operation = identify(request)
             if body is None and needs_body(operation.service, operation.name):
-                body = await _read_body(receive, MAX_BUFFERED_BODY)
+                body = await self._read_body(call, receive)
                 _check_buffered_hash(info, body)
                 request = _with_body(request, body)
                 operation = identify(request)
@@ -389,6 +398,17 @@ class AwsEndpoint:
             await self._caller_identity(call, send)
             return
         await self._forward(call, request, info, body, receive, send)
+
+    async def _read_body(self, call: Call, receive: Receive) -> bytes:
+        def take(size: int) -> None:
+            if not self.buffered.take(size):
+                raise AwsError(
+                    "SlowDown",
+                    "jitgate holds too many large request bodies at once; retry later",
+                )
+            call.buffered += size
+
+        return await _read_body(receive, MAX_BUFFERED_BODY, take)
 
     def _check_live(self, grant: GatewayGrant, now: Any) -> None:
         if grant.agent_disabled:
@@ -669,7 +689,25 @@ class _BodyRejected(Exception):
         self.error = error
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+class BodyBudget:
+    """Bytes of request bodies held in memory at once, across all calls, up to a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+async def _read_body(receive: Receive, limit: int, take: Callable[[int], None]) -> bytes:
+    """The whole body, up to ``limit`` bytes; ``take(n)`` accounts for (or refuses) each piece."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -682,6 +720,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise AwsError("EntityTooLarge", f"request body is larger than {limit} bytes")
+        take(len(chunk))
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)

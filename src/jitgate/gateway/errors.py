@@ -41,6 +41,7 @@ STATUS = {
     "UnsupportedOperation": 400,
     "EntityTooLarge": 400,
     "ServiceUnavailable": 503,
+    "SlowDown": 503,
     "InternalError": 500,
 }
 
