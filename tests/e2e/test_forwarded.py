@@ -205,3 +205,37 @@ def test_a_non_s3_call_cannot_leave_its_body_unsigned(
     for declared in ("UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"):
         assert dynamodb_get(stack, grant.creds, host, declared) == 400
     assert upstream.wait(1, timeout=0.5) == []
+
+
+def test_unsigned_aws_headers_are_dropped_however_they_are_spelled(
+    recorded: tuple[RecordingUpstream, Stack],
+) -> None:
+    """A presigned URL's holder may add headers; any that AWS (or a server that reads '_' as
+    '-') would take as x-amz-* / x-amzn-* are dropped, not forwarded under jitgate's name."""
+    upstream, stack = recorded
+    grant = stack.grant(["s3:PutObject"], ["arn:aws:s3:::reports/upload.csv"])
+    port = port_of(stack)
+    host = f"127.0.0.1:{port}"
+    query, _ = sign_by_hand(
+        "PUT",
+        host,
+        "/reports/upload.csv",
+        creds=grant.creds,
+        service="s3",
+        payload_line="UNSIGNED-PAYLOAD",
+        presigned=True,
+    )
+    added = [
+        ("x_amz_copy_source", "reports/2026/q3.csv"),
+        ("X-Amz-Acl", "public-read"),
+        ("x-amzn-anything", "1"),
+        ("Content-Type", "text/csv"),  # not AWS's to interpret beyond the object: kept
+    ]
+    response = raw_request(
+        port, "PUT", f"/reports/upload.csv?{query}".encode(), [("Host", host), *added], b"data"
+    )
+    assert response.status == 200
+    (forwarded,) = upstream.wait(1)
+    aws_like = {n for n in forwarded.headers if n.replace("_", "-").startswith("x-amz")}
+    assert aws_like <= {"x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}  # jitgate's
+    assert forwarded.headers["content-type"] == "text/csv"

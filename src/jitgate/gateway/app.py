@@ -326,10 +326,13 @@ class AwsEndpoint:
 
         # From here on only what the agent signed counts: an unsigned x-amz-* header could have
         # been added by anyone holding a presigned URL and could change what the upstream does
-        # (x-amz-copy-source, x-amz-acl, ...), so it is neither identified nor forwarded.
+        # (x-amz-copy-source, x-amz-acl, ...), so it is neither identified nor forwarded. The
+        # same goes for x-amzn-* and for spellings with '_' that a server may read as '-'.
         signed_names = set(info.signed_headers)
         headers = {
-            k: v for k, v in headers.items() if k in signed_names or not k.startswith("x-amz-")
+            k: v
+            for k, v in headers.items()
+            if k in signed_names or not k.replace("_", "-").startswith("x-amz")
         }
         call.headers = headers
         request = AwsRequest(
