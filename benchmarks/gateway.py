@@ -421,6 +421,13 @@ class Target:
     label: str
     port: int
     creds: Creds
+    pid: int | None = None  # the proxy's process, whose CPU time per request is measured
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -439,7 +446,11 @@ def measure(
     best: dict[str, Cell] = {}
     for _ in range(mode.reps):
         for target in targets:
+            before = cpu_seconds(target.pid) if target.pid else 0.0
             cell = wrk.run(target.port, concurrency, mode.seconds, pools[target.label])
+            if target.pid and cell.requests:
+                used = cpu_seconds(target.pid) - before
+                cell = replace(cell, cpu_us=used * 1e6 / cell.requests)
             if target.label not in best or cell.rps > best[target.label].rps:
                 best[target.label] = cell
     for name in pools.values():
@@ -461,7 +472,10 @@ def run_matrix(wrk: Wrk, stack: Stack, mode: Mode) -> Results:
     for op in OPS:
         for path in PATHS:
             check(stack, path, op)
-        targets = [Target(path, stack.ports[path], stack.creds_for(path, op)) for path in PATHS]
+        targets = [
+            Target(path, stack.ports[path], stack.creds_for(path, op), stack.pids.get(path))
+            for path in PATHS
+        ]
         for concurrency in (1, 32):
             for path, cell in measure(wrk, targets, op, concurrency, mode).items():
                 results[op.name, path, concurrency] = cell
@@ -496,6 +510,7 @@ def matrix_table(stack: Stack, results: Results) -> None:
                         "" if path == "direct" else f"{cell.p50_us - direct.p50_us:+,.0f}",
                         pct(cell.rps / direct.rps),
                         pct(cell.rps / hop.rps) if path == "jitgate" else "",
+                        us(cell.cpu_us) if cell.cpu_us is not None else "",
                         f"{cell.requests:,}" + (f" ({cell.errors} err)" if cell.errors else ""),
                     )
                 )
@@ -511,10 +526,24 @@ def matrix_table(stack: Stack, results: Results) -> None:
             "p50 vs direct µs",
             "req/s ÷ direct",
             "÷ python hop",
+            "CPU µs/req",
             "requests",
         ],
         rows,
     )
+    cost_rows = []
+    for op in OPS:
+        hop = results[op.name, "python hop", 32].cpu_us
+        gate = results[op.name, "jitgate", 32].cpu_us
+        if hop and gate:
+            cost_rows.append((op.name, us(hop), us(gate), us(gate - hop), pct((gate - hop) / hop)))
+    if cost_rows:
+        table(
+            f"{stack.name}: CPU per request at c=32, jitgate beyond the bare hop (its checks, "
+            "audit and re-signing; 60% of the hop's req/s allows at most 67% of the hop's CPU)",
+            ["operation", "hop µs", "jitgate µs", "jitgate extra µs", "extra ÷ hop"],
+            cost_rows,
+        )
 
 
 # --- 1 GiB streamed -----------------------------------------------------------------------------

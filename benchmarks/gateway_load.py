@@ -191,6 +191,7 @@ class Cell:
     requests: int
     errors: int
     signatures: int  # distinct signed requests in the pool
+    cpu_us: float | None = None  # the proxy's CPU (user + system, all threads) per request
 
     @property
     def ok(self) -> bool:
