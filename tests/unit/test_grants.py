@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from conftest import BUCKET_ARN, OBJECT_ARN, build_core
+from jitgate.approvals.rules import may_decide
 from jitgate.clock import FakeClock, isoformat
 from jitgate.core import Jitgate
 from jitgate.errors import Conflict, Forbidden, InvalidRequest, NotFound, ScopeError, Unauthorized
@@ -199,6 +200,32 @@ def test_owner_of_the_agent_cannot_approve_its_grants(core: Jitgate, approver: P
     grant = pending(core, owned)
     with pytest.raises(Forbidden, match="'approver-1' owns agent 'owned'"):
         core.grants.approve(approver, grant.id)
+
+
+@pytest.mark.parametrize("spelled", ["Approver-1", "approver-1 ", " approver-1", "APPROVER-1"])
+def test_an_owner_spelled_differently_is_refused_not_stored(core: Jitgate, spelled: str) -> None:
+    """An owner stored as typed ("Approver-1") never matched the user "approver-1", who could
+    then approve their own agent's grants: an owner must be written as a user name is."""
+    with pytest.raises(InvalidRequest, match="user name"):
+        core.identity.create_agent("owned", owner=spelled)
+    with pytest.raises(InvalidRequest, match="user name"):
+        core.identity.create_agent("owned", owner=["approver-1"])  # type: ignore[arg-type]
+    assert all(a.name != "owned" for a in core.identity.list_agents())  # nothing half-written
+
+
+def test_an_owner_stored_before_names_were_checked_still_cannot_approve() -> None:
+    """Defence in depth for rows written before owners were validated."""
+    why = may_decide(
+        actor="user:approver-1",
+        role="approver",
+        user_name="approver-1",
+        user_groups=(),
+        requested_by="agent:owned",
+        agent="owned",
+        agent_owner=" Approver-1 ",
+        groups=(),
+    )
+    assert why is not None and "owns agent" in why
 
 
 def test_approving_twice_is_a_conflict(

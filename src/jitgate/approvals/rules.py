@@ -131,6 +131,11 @@ def approval_state(
     return ApprovalState(len(counted), required, missing, denied, tuple(groups))
 
 
+def _same_name(owner: str, user_name: str | None) -> bool:
+    """Owners are checked as user names when written; rows from before are compared loosely."""
+    return user_name is not None and owner.strip().lower() == user_name.lower()
+
+
 def may_decide(
     *,
     actor: str,
@@ -155,7 +160,7 @@ def may_decide(
         return f"role {role!r} cannot approve or deny grants"
     if requested_by is not None and requested_by == actor:
         return f"{user_name!r} made this request and cannot decide it"
-    if agent_owner is not None and agent_owner == user_name:
+    if agent_owner is not None and _same_name(agent_owner, user_name):
         return f"{user_name!r} owns agent {agent!r} and cannot decide its grants"
     if groups and not set(user_groups) & set(groups):
         return (

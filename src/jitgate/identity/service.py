@@ -99,6 +99,10 @@ class IdentityService:
         """Create an agent; returns the record and its token (shown once, stored hashed)."""
         check_name("agent", name)
         clean_groups = tuple(dict.fromkeys(check_name("group", g) for g in groups))
+        if owner is not None:
+            # Written exactly as the user's name: an owner that is "Bob" or "bob " would never
+            # match the user bob, who could then approve the agent's grants.
+            check_name("user", owner)
         issued = tokens.issue(tokens.AGENT)
         now = self.clock.now()
         with self.db.write() as connection:
