@@ -31,6 +31,11 @@ class NotFound(JitgateError):
     status = 404
 
 
+class NotYours(NotFound):
+    """Something that exists but belongs to another agent: answered as if it did not exist
+    (its existence is not revealed), and recorded as a denial like any other refusal."""
+
+
 class Forbidden(JitgateError):
     code = "forbidden"
     status = 403

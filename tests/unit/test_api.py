@@ -335,6 +335,27 @@ def test_credentials_only_for_the_owning_agent_while_active(
     assert "credentials" not in api.get(url, headers=agent).json()
 
 
+def test_an_agent_probing_another_agents_grant_is_refused_and_recorded(
+    api: TestClient, core: Jitgate, agent: dict[str, str], agent_token
+) -> None:
+    """Another agent's grant answers 404 (its existence is not revealed), and every such
+    refusal is written down, like any other denial."""
+    grant = post_grant(api, agent, READ)
+    prober = bearer(agent_token("agent-2"))
+    grant_url = f"/v1/grants/{grant['id']}"
+    probes = [
+        api.get(grant_url, headers=prober),
+        api.get(f"{grant_url}/calls", headers=prober),
+        api.post(f"{grant_url}/revoke", headers=prober, json={"reason": "mine now"}),
+        api.get("/v1/agents/agent-1/report", headers=prober),
+    ]
+    assert [p.status_code for p in probes] == [404] * len(probes)
+    denied = core.audit.events(types=["access.denied"])
+    assert len(denied) == len(probes)
+    assert {e.actor for e in denied} == {"agent:agent-2"}
+    assert api.get(grant_url, headers=agent).json()["status"] == "active"  # untouched
+
+
 def test_revoked_grant_has_no_credentials(api: TestClient, agent: dict[str, str]) -> None:
     grant = post_grant(api, agent, READ)
     response = api.post(f"/v1/grants/{grant['id']}/revoke", headers=agent, json={"reason": "done"})

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jitgate import __version__, scope_for, usage
 from jitgate.core import Jitgate
-from jitgate.errors import Forbidden, InvalidRequest, JitgateError, NotFound
+from jitgate.errors import Forbidden, InvalidRequest, JitgateError, NotYours
 from jitgate.identity.service import Principal
 
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - compared, never bound
@@ -93,7 +93,7 @@ def install(
     def may_see_agent(principal: Principal, name: str) -> None:
         if principal.is_agent:
             if principal.name != name:
-                raise NotFound(f"no agent named {name!r}")
+                raise NotYours(f"no agent named {name!r}")
         elif not principal.can_read_audit():
             raise Forbidden("this report needs an auditor, approver or admin")
 

@@ -19,7 +19,14 @@ from jitgate import __version__
 from jitgate.audit.flood import FailureRecorder, FailureThrottle
 from jitgate.audit.log import NewEvent
 from jitgate.core import Jitgate
-from jitgate.errors import Forbidden, InvalidRequest, JitgateError, NotFound, Unauthorized
+from jitgate.errors import (
+    Forbidden,
+    InvalidRequest,
+    JitgateError,
+    NotFound,
+    NotYours,
+    Unauthorized,
+)
 from jitgate.grants.service import check_duration
 from jitgate.identity.service import Principal
 from jitgate.scope import build_scope
@@ -163,7 +170,7 @@ def create_control_app(
 
     @app.exception_handler(JitgateError)
     async def _jitgate_error(request: Request, exc: JitgateError) -> JSONResponse:
-        if isinstance(exc, Forbidden):
+        if isinstance(exc, Forbidden | NotYours):
             principal = getattr(request.state, "principal", None)
             if principal is not None:
                 core.audit.record(

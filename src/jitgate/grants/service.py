@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from jitgate.approvals import rules
 from jitgate.audit.log import AuditLog, NewEvent, append
 from jitgate.clock import Clock, isoformat
-from jitgate.errors import Conflict, Forbidden, InvalidRequest, JitgateError, NotFound
+from jitgate.errors import Conflict, Forbidden, InvalidRequest, JitgateError, NotFound, NotYours
 from jitgate.grants import states
 from jitgate.grants.credentials import Credentials, MasterKey, new_access_key_id
 from jitgate.identity.service import LOCAL_ADMIN, IdentityService, Principal, check_name
@@ -433,7 +433,7 @@ class GrantService:
                 select(agents.c.disabled).where(agents.c.name == grant.agent)
             ).scalar_one()
         if principal.is_agent and principal.name != grant.agent:
-            raise NotFound(f"no grant {grant_id!r}")
+            raise NotYours(f"no grant {grant_id!r}")
         credentials = None
         if principal.is_agent and not disabled:
             credentials = self._credentials_for(grant)
@@ -620,7 +620,7 @@ class GrantService:
             grant = self._load(connection, grant_id, lock=True)
             if principal.is_agent:
                 if principal.name != grant.agent:
-                    raise NotFound(f"no grant {grant_id!r}")
+                    raise NotYours(f"no grant {grant_id!r}")
             elif not principal.is_admin():
                 raise Forbidden("only the owning agent or an admin can revoke a grant")
             if grant.status not in (states.ACTIVE, states.PENDING):
