@@ -51,7 +51,7 @@ def test_a_server_checkpoints_ships_and_seals_on_shutdown(
             keys = client.get("/v1/audit/keys").json()
             assert len(keys["keys"]) == 1 and keys["current"] == keys["keys"][0]["fingerprint"]
             health = client.get("/healthz").json()
-            assert health["audit_integrity"]["alarm"] is False
+            assert health["audit_alarm"] is False
             assert client.get("/v1/audit/status", headers=bearer(agent)).status_code == 403
             checkpoints = client.get("/v1/audit/checkpoints", headers=bearer(auditor)).json()
             assert checkpoints["checkpoints"][0]["reason"] == "startup"

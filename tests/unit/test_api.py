@@ -597,7 +597,11 @@ def test_healthz(api: TestClient) -> None:
     body = response.json()
     assert body["status"] == "ok"
     assert body["policy_error"] is None
-    assert body["audit_head"] == 0
+    assert body["audit_alarm"] is False
+    # Nothing about the record itself without a token (found by review: the head sequence
+    # number told any caller how much everyone else was doing).
+    assert set(body) == {"status", "version", "policy_error", "audit_alarm"}
+    assert api.get("/v1/audit/metrics").status_code == 401
 
 
 def test_healthz_reports_a_rejected_policy(api: TestClient, core: Jitgate) -> None:

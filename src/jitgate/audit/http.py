@@ -5,7 +5,7 @@
 - ``GET /v1/audit/status``: checkpoints and how far behind each sink is (auditors).
 - ``GET /v1/audit/checkpoints?after=N``: signed checkpoints (auditors).
 - ``GET /v1/audit/integrity``: the full database verification (auditors).
-- ``GET /v1/audit/metrics``: the status as Prometheus text.
+- ``GET /v1/audit/metrics``: the status as Prometheus text (auditors, approvers, admins).
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ def audit_integrity_router(core: Jitgate) -> APIRouter:
         return core.integrity.verify().as_dict()
 
     @router.get("/v1/audit/metrics", response_class=PlainTextResponse)
-    def audit_metrics() -> str:
+    def audit_metrics(request: Request) -> str:
+        # The head sequence number alone tells how busy everyone else is: auditors only
+        # (Prometheus sends a bearer token with `authorization` in its scrape config).
+        auditor(request)
         return core.integrity.metrics()
 
     return router

@@ -330,7 +330,7 @@ class AuditIntegrity:
         """The status as Prometheus text exposition."""
         status = self.health()
         lines = [
-            "# HELP jitgate_audit_alarm 1 when the record is at risk (see /healthz audit_integrity)",
+            "# HELP jitgate_audit_alarm 1 when the record is at risk (details: /v1/audit/status)",
             "# TYPE jitgate_audit_alarm gauge",
             f"jitgate_audit_alarm {int(bool(status.get('alarm')))}",
         ]
