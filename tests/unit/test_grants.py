@@ -228,6 +228,16 @@ def test_an_owner_stored_before_names_were_checked_still_cannot_approve() -> Non
     assert why is not None and "owns agent" in why
 
 
+def test_an_approver_with_the_longest_name_can_approve(core: Jitgate, agent: Principal) -> None:
+    """The approval row holds the actor ("user:" + up to 64 characters); on PostgreSQL a column
+    64 wide refused every approval by a user whose name was 60 characters or more."""
+    name = "a" * 64
+    _, token = core.identity.create_user(name, "approver")
+    grant = pending(core, agent)
+    decided = core.grants.approve(core.identity.authenticate(token), grant.id)
+    assert decided.status == "active"
+
+
 def test_approving_twice_is_a_conflict(
     core: Jitgate, agent: Principal, approver: Principal, approver_token
 ) -> None:

@@ -114,7 +114,7 @@ approvals = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("grant_id", String(40), ForeignKey("grants.id"), nullable=False),
-    Column("approver", String(64), nullable=False),
+    Column("approver", String(80), nullable=False),  # an actor: "user:" + name
     Column("decision", String(8), nullable=False),
     Column("comment", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
