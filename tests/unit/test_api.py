@@ -315,6 +315,27 @@ def test_a_flood_of_bad_tokens_is_counted_not_written_one_by_one(
     assert summary.data["codes"] == {"unauthorized": 3}
 
 
+def test_nul_characters_and_bad_agent_names_are_clear_400s_and_recorded_refusals(
+    api: TestClient, core: Jitgate, admin: dict[str, str]
+) -> None:
+    """PostgreSQL cannot store NUL in text, nor an agent name over 64 characters: such input
+    used to fail the write and answer 500, with the refusal unrecorded (found by review)."""
+    for url in ("/v1/grants?agent=a%00b", "/v1/audit?agent=a%00b"):
+        response = api.get(url, headers=admin)
+        assert response.status_code == 400, url
+        assert "NUL" in response.json()["message"]
+    response = api.post("/v1/grants", headers=admin, json={**READ, "reason": "x\u0000y"})
+    assert response.status_code == 400 and "NUL" in response.json()["message"]
+    long_name = "A" * 100
+    response = api.post("/v1/grants", headers=admin, json={**READ, "agent": long_name})
+    assert response.status_code == 400
+    refusals = core.audit.events(types=["grant.refused"])
+    assert len(refusals) == 2  # the NUL reason and the long name, each recorded
+    refused = refusals[-1]
+    assert refused.agent is None
+    assert refused.data["agent_given"] == repr(long_name)[:100]
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 

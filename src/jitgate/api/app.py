@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -134,7 +135,40 @@ async def _json_object(request: Request, allow_empty: bool = False) -> dict[str,
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if _holds_nul(value):
+        raise InvalidRequest(NUL_REFUSED)
     return value
+
+
+NUL_REFUSED = "text with a NUL character (\\u0000) is not accepted"
+
+
+class NoNulInTheUrl:
+    """A URL whose path or query decodes to text with NUL gets a 400 before any route runs
+    (plain ASGI: streamed responses pass untouched)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            decoded = [part for pair in parse_qsl(query, keep_blank_values=True) for part in pair]
+            if "\x00" in scope.get("path", "") or any("\x00" in part for part in decoded):
+                await _error(400, InvalidRequest.code, NUL_REFUSED)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _holds_nul(value: Any) -> bool:
+    """PostgreSQL cannot store NUL in text: refuse it at the door, not with a failed write."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _only_fields(body: dict[str, Any], allowed: set[str], required: set[str]) -> None:
@@ -479,6 +513,7 @@ def create_control_app(
     from jitgate.web.app import create_console_app
 
     app.mount("/ui", create_console_app(core))
+    app.add_middleware(NoNulInTheUrl)
     return app
 
 

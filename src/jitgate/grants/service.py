@@ -273,8 +273,9 @@ class GrantService:
             NewEvent(
                 "grant.refused",
                 principal.actor,
-                agent=agent_name if isinstance(agent_name, str) else None,
+                agent=agent_name if _is_valid_name(agent_name) else None,
                 data={
+                    **({} if _is_valid_name(agent_name) else _given_agent(agent_name)),
                     "actions": listed(actions),
                     "resources": listed(resources),
                     "duration_seconds": duration
@@ -811,3 +812,17 @@ def consume_one_call(txn: DriverTxn, grant_id: str, operation: str, now: datetim
 
 
 __all__ = ["LOCAL_ADMIN", "Grant", "GrantService", "GrantSettings", "consume_one_call"]
+
+
+def _is_valid_name(name: object) -> bool:
+    try:
+        check_name("agent", name)  # type: ignore[arg-type]
+    except InvalidRequest:
+        return False
+    return True
+
+
+def _given_agent(name: object) -> dict[str, str]:
+    """An agent name that is not one goes in the event's data, shown, never in its agent
+    column (64 characters of plain text on PostgreSQL)."""
+    return {} if name is None else {"agent_given": repr(name)[:100]}
