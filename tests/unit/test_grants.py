@@ -238,6 +238,26 @@ def test_an_approver_with_the_longest_name_can_approve(core: Jitgate, agent: Pri
     assert decided.status == "active"
 
 
+def test_a_request_decided_while_its_agent_is_disabled_is_not_granted(
+    core: Jitgate, agent_token, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race found by review: the disable commits while the request is being decided. The
+    grant used to be inserted afterwards, missed by the disable, and revived by re-enabling."""
+    agent = core.identity.authenticate(agent_token("agent-r"))
+    decide = core.policy.decide
+
+    def disable_then_decide(*args: object, **kwargs: object) -> object:
+        core.identity.set_agent_disabled("agent-r", True, on_disable=core.grants.end_all_for_agent)
+        return decide(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core.policy, "decide", disable_then_decide)
+    with pytest.raises(Forbidden, match="agent 'agent-r' is disabled"):
+        request(core, agent, ["s3:GetObject"], [OBJECT_ARN])
+    monkeypatch.setattr(core.policy, "decide", decide)
+    core.identity.set_agent_disabled("agent-r", False)
+    assert core.grants.list(LOCAL_ADMIN, agent="agent-r") == []  # nothing to revive
+
+
 def test_approving_twice_is_a_conflict(
     core: Jitgate, agent: Principal, approver: Principal, approver_token
 ) -> None:

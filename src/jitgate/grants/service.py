@@ -370,6 +370,13 @@ class GrantService:
                 )
             )
         with self.db.write() as connection:
+            # Disabling an agent ends its grants in one transaction; a request that was being
+            # decided meanwhile must not slip in after it (the agent row is locked, then read).
+            disabled = connection.execute(
+                select(agents.c.disabled).where(agents.c.name == agent_name).with_for_update()
+            ).scalar_one()
+            if disabled:
+                raise Forbidden(f"agent {agent_name!r} is disabled")
             connection.execute(insert(grants).values(**values))
             append(connection, now, events)
         row = SimpleNamespace(**({column.name: None for column in grants.columns} | values))
@@ -472,9 +479,11 @@ class GrantService:
             raise Forbidden("agents cannot approve or deny grants")
         if not principal.can_approve():
             raise Forbidden(f"role {principal.role!r} cannot approve or deny grants")
-        owner = connection.execute(
-            select(agents.c.owner).where(agents.c.name == grant.agent)
-        ).scalar_one()
+        owner, disabled = connection.execute(
+            select(agents.c.owner, agents.c.disabled).where(agents.c.name == grant.agent)
+        ).one()
+        if disabled:
+            raise Forbidden(f"agent {grant.agent!r} is disabled; its grants cannot be decided")
         why_not = rules.may_decide(
             actor=principal.actor,
             user_name=principal.name,
