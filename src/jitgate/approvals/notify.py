@@ -339,7 +339,9 @@ class Notifier:
         try:
             response = self._client.post(channel.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300], retryable=True) from None
+            # A webhook URL is a secret (Slack's carries its token): never in the message.
+            message = f"{type(exc).__name__}: {exc}".replace(channel.url, "<webhook url>")
+            raise DeliveryFailed(message[:300], retryable=True) from None
         if 200 <= response.status_code < 300:
             return response.status_code
         retryable = response.status_code in (408, 425, 429) or response.status_code >= 500
