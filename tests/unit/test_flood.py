@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
 from jitgate.audit.flood import OTHER_SOURCES, FailureRecorder, FailureThrottle
 from jitgate.audit.log import NewEvent
 from jitgate.clock import FakeClock, SystemClock
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run in a thread of its own: another test in this process may have left a loop
+    running in the main thread (pytest-xdist runs many tests per worker)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario).result()
 
 
 def throttle(clock: FakeClock, **kwargs: float) -> FailureThrottle:
@@ -98,7 +108,7 @@ def test_summaries_are_written_when_the_window_closes() -> None:
         assert written == []
         await asyncio.sleep(0.2)  # the timer fires at the window's end
 
-    asyncio.run(scenario())
+    run(scenario())
     (event,) = written
     assert event.type == "denials.suppressed"
     assert event.actor == "jitgate"
@@ -119,7 +129,7 @@ def test_a_closed_window_is_written_by_the_next_failure_without_waiting_for_its_
         assert recorder.admit("a", "x") is True
         assert [e.data["count"] for e in written] == [1]
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_a_summary_that_cannot_be_written_is_kept_and_tried_again() -> None:
@@ -142,7 +152,7 @@ def test_a_summary_that_cannot_be_written_is_kept_and_tried_again() -> None:
         recorder.write_summaries()
         assert [e.data["count"] for e in written] == [1]
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_closing_writes_what_was_counted_so_far() -> None:
@@ -155,5 +165,5 @@ def test_closing_writes_what_was_counted_so_far() -> None:
         recorder.admit("a", "y")
         recorder.write_summaries(closing=True)
 
-    asyncio.run(scenario())
+    run(scenario())
     assert [e.data["codes"] for e in written] == [{"y": 1}]
