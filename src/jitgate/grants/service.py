@@ -268,14 +268,15 @@ class GrantService:
                 return [str(v)[:300] for v in list(value)[:100]]
             return [str(value)[:300]]
 
+        valid_agent = _is_valid_name(agent_name)
         self.audit.record(
             now,
             NewEvent(
                 "grant.refused",
                 principal.actor,
-                agent=agent_name if _is_valid_name(agent_name) else None,
+                agent=agent_name if valid_agent else None,
                 data={
-                    **({} if _is_valid_name(agent_name) else _given_agent(agent_name)),
+                    **({} if valid_agent else _given_agent(agent_name)),
                     "actions": listed(actions),
                     "resources": listed(resources),
                     "duration_seconds": duration

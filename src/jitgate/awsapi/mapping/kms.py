@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from jitgate.awsapi.mapping.common import (
+    KMS_KEY_ID,
     PARTITION,
     REGION,
     Rule,
@@ -31,7 +32,7 @@ from jitgate.awsapi.types import Access, Operation
 _PREFIX = "kms"
 
 _REGION_RE = re.compile(REGION)
-_KEY_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}"
+_KEY_ID = KMS_KEY_ID
 _KEY_ID_RE = re.compile(_KEY_ID)
 _KEY_ARN_RE = re.compile(
     rf"arn:(?P<partition>{PARTITION}):kms:(?P<region>{REGION}):(?P<account>\d{{12}}):"
