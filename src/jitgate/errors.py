@@ -65,3 +65,8 @@ class AuditUnavailable(JitgateError):
 
     code = "audit_unavailable"
     status = 503
+
+
+class AuditNotDurable(AuditUnavailable):
+    """The event was committed but could not be made durable (its fsync failed): nothing may
+    proceed, and what was waiting for it should record that it did not."""

@@ -24,7 +24,7 @@ from jitgate.audit.log import NewEvent
 from jitgate.audit.loop_writer import LoopAuditWriter
 from jitgate.audit.thread_writer import AuditBatcher
 from jitgate.core import Jitgate
-from jitgate.errors import AuditUnavailable
+from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway.lookup import GrantLookup, refreshed
 from jitgate.store.driver import DriverTxn
 
@@ -179,6 +179,67 @@ def test_stop_writes_what_is_still_pending(core: Jitgate, make_writer: MakeWrite
     assert [e.type for e in core.audit.events()] == ["call.completed"]
 
 
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never came true")
+
+
+def test_outcomes_whose_write_failed_are_written_once_the_log_is_back(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    """A failed batch answers its waiters with 503, but the outcomes of calls already forwarded
+    are not dropped: they are tried again until the log can be written."""
+    writer = make_writer(core)
+    writer.retry_seconds = 0.01  # type: ignore[attr-defined]
+
+    def move_log(old: str, new: str) -> None:
+        with core.db.write() as connection:
+            connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    async def outage() -> object:
+        move_log("audit_events", "audit_events_away")
+        writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": 1}))
+        try:
+            await writer.record(NewEvent("call.allowed", "agent:b"))
+        except AuditUnavailable as exc:
+            refused: object = exc
+        else:
+            refused = None
+        await until(lambda: writer.failures >= 2)  # the outcome was tried again, failed again
+        move_log("audit_events_away", "audit_events")
+        await until(lambda: core.audit.count() > 0)
+        return refused
+
+    refused = run_with(writer, outage)
+    assert isinstance(refused, AuditUnavailable)
+    assert [(e.type, e.data) for e in core.audit.events()] == [("call.completed", {"n": 1})]
+    assert core.audit.verify().ok
+
+
+def test_an_outcome_that_can_never_be_written_is_given_up_and_fails_no_waiter(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    writer = make_writer(core)
+    writer.retry_seconds = 0.001  # type: ignore[attr-defined]
+
+    async def poisoned() -> list[int]:
+        writer.record_nowait(NewEvent("call.completed", "agent:a", data={"x": object()}))
+        await until(lambda: writer.failures >= 1)
+        seqs = []
+        for i in range(5):  # while the bad event is being retried, waiters' batches go through
+            seqs.append(await writer.record(NewEvent("call.allowed", "agent:a", data={"n": i})))
+            await asyncio.sleep(0.01)
+        await until(lambda: writer.given_up >= 1)  # type: ignore[attr-defined]
+        return seqs
+
+    assert run_with(writer, poisoned) == [1, 2, 3, 4, 5]
+    assert [e.type for e in core.audit.events()] == ["call.allowed"] * 5
+    assert writer.given_up == 1  # type: ignore[attr-defined]
+
+
 # --- the event-loop writer (SQLite) ------------------------------------------------------------
 def sqlite_only(core: Jitgate) -> None:
     if core.db.dialect != "sqlite":
@@ -254,7 +315,8 @@ def test_a_failed_fsync_fails_its_waiters(core: Jitgate) -> None:
         raise OSError(5, "Input/output error")
 
     writer._fsync_wal = broken_disk  # type: ignore[method-assign]
-    with pytest.raises(AuditUnavailable):
+    # Committed but not on disk: a distinct failure, so the caller can record what it did not do.
+    with pytest.raises(AuditNotDurable):
         run_with(writer, lambda: writer.record(NewEvent("call.allowed", "agent:a")))
     assert writer.failures == 1
 

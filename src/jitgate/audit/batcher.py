@@ -23,6 +23,7 @@ This module holds what both share: the contract, one batch's transaction, and th
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -31,6 +32,8 @@ from jitgate.audit.log import NewEvent, append_driver
 from jitgate.clock import Clock
 from jitgate.store.db import Database
 from jitgate.store.driver import SQLITE, DedicatedConnection, DriverTxn
+
+log = logging.getLogger(__name__)
 
 Durability = Literal["fsync", "os"]
 DURABILITIES: tuple[str, ...] = ("fsync", "os")
@@ -41,6 +44,14 @@ DURABILITIES: tuple[str, ...] = ("fsync", "os")
 Guard = Callable[[DriverTxn], None]
 
 UNAVAILABLE = "the audit log cannot be written; nothing was forwarded"
+NOT_DURABLE = "the audit log could not be synced to disk; nothing was forwarded"
+
+# Events nobody waits for (call outcomes) are not lost to a failed write: they are tried again
+# in batches of their own (so one that cannot be written never fails a waiter's batch), after
+# RETRY_FIRST_SECONDS, doubling up to RETRY_MAX_SECONDS, at most RETRY_ATTEMPTS times.
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
 
 
 class AuditWriter(Protocol):
@@ -62,6 +73,36 @@ class Item:
     event: NewEvent
     future: asyncio.Future[int] | None
     guard: Guard | None = None
+    attempts: int = 0  # failed writes so far (only events nobody waits for are tried again)
+
+
+def to_retry(batch: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Of a batch whose write failed: the unawaited events to try again, and those given up.
+
+    Waiters are not retried: they were answered with the failure (503, nothing forwarded).
+    """
+    retry: list[Item] = []
+    given_up: list[Item] = []
+    for item in batch:
+        if item.future is not None:
+            continue
+        item.attempts += 1
+        (retry if item.attempts < RETRY_ATTEMPTS else given_up).append(item)
+    return retry, given_up
+
+
+def retry_delay(attempts: int, first: float = RETRY_FIRST_SECONDS) -> float:
+    return min(first * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
+
+
+def log_given_up(given_up: list[Item]) -> None:
+    if given_up:
+        log.error(
+            "audit log: gave up writing %d event(s) after %d attempts: %s",
+            len(given_up),
+            RETRY_ATTEMPTS,
+            ", ".join(sorted({item.event.type for item in given_up})),
+        )
 
 
 def write_batch(

@@ -17,17 +17,22 @@ from pathlib import Path
 
 from jitgate.audit.batcher import (
     DURABILITIES,
+    NOT_DURABLE,
+    RETRY_FIRST_SECONDS,
     UNAVAILABLE,
     Durability,
     Guard,
     Item,
     deliver,
     deliver_all,
+    log_given_up,
+    retry_delay,
+    to_retry,
     write_batch,
 )
 from jitgate.audit.log import NewEvent
 from jitgate.clock import Clock
-from jitgate.errors import AuditUnavailable
+from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.store.db import Database
 from jitgate.store.driver import SQLITE, DedicatedConnection
 
@@ -45,6 +50,7 @@ class LoopAuditWriter:
         max_batch: int = 512,
         linger_seconds: float = 0.005,
         os_sync_seconds: float = 0.05,
+        retry_seconds: float = RETRY_FIRST_SECONDS,
     ) -> None:
         if db.dialect != SQLITE:
             raise ValueError("LoopAuditWriter writes SQLite only (AuditBatcher for the rest)")
@@ -56,6 +62,8 @@ class LoopAuditWriter:
         self.max_batch = max_batch
         self.linger_seconds = linger_seconds  # how long outcomes wait for company
         self.os_sync_seconds = os_sync_seconds  # "os": the longest a commit waits for the disk
+        self.retry_seconds = retry_seconds  # first wait before an unawaited event is retried
+        self.given_up = 0  # unawaited events dropped after every retry failed
         self.batches = 0
         self.written = 0
         self.failures = 0
@@ -76,6 +84,8 @@ class LoopAuditWriter:
         )
         self._lock = threading.Lock()  # one batch at a time on the connection, whoever writes
         self._pending: list[Item] = []
+        self._retry: list[Item] = []  # unawaited events whose write failed, tried again later
+        self._retry_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._flush_urgent = False
@@ -109,8 +119,11 @@ class LoopAuditWriter:
             self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
             self._syncer.join(10)
             self._sync_requests = None
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
         with self._lock:
-            pending, self._pending = self._pending, []
+            pending, self._pending, self._retry = self._retry + self._pending, [], []
             if pending:
                 try:
                     outcomes = write_batch(self._waiting_connection, self.clock, pending)
@@ -169,9 +182,30 @@ class LoopAuditWriter:
         self._flush_handle = None
         if not self._pending:
             return
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        self._write(batch)
+
+    def _flush_retry(self) -> None:
+        """Try again, in a batch of their own, the unawaited events whose write failed."""
+        self._retry_handle = None
+        if not self._retry:
+            return
+        if self._in_thread:
+            self._retry_later()
+            return
+        batch, self._retry = self._retry[: self.max_batch], self._retry[self.max_batch :]
+        self._write(batch)
+        if self._retry:
+            self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._retry_handle is None and self._loop is not None and self._retry:
+            delay = retry_delay(self._retry[0].attempts, self.retry_seconds)
+            self._retry_handle = self._loop.call_later(delay, self._flush_retry)
+
+    def _write(self, batch: list[Item]) -> None:
         loop = self._loop
         assert loop is not None
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         try:
             with self._lock:
                 outcomes = self._write_now(batch)
@@ -222,6 +256,11 @@ class LoopAuditWriter:
             error = AuditUnavailable(UNAVAILABLE)
             for item in batch:
                 deliver(item.future, error)
+            retry, given_up = to_retry(batch)
+            self.given_up += len(given_up)
+            log_given_up(given_up)
+            self._retry.extend(retry)
+            self._retry_later()
             return
         self.batches += 1
         committed: list[tuple[asyncio.Future[int] | None, int]] = []
@@ -274,7 +313,9 @@ class LoopAuditWriter:
         if error is not None:
             self.failures += 1
             log.error("audit log fsync failed: %s", error)
-            deliver_all([(future, AuditUnavailable(UNAVAILABLE)) for future, _ in waiting])
+            # Committed, so the events are in the log, but a crash could still lose them: the
+            # waiters are told so (the gateway then records that it did not forward).
+            deliver_all([(future, AuditNotDurable(NOT_DURABLE)) for future, _ in waiting])
         else:
             self.syncs += 1
             deliver_all(list(waiting))  # type: ignore[arg-type]

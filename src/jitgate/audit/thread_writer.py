@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass
 
 from jitgate.audit.batcher import (
+    RETRY_FIRST_SECONDS,
     UNAVAILABLE,
     Guard,
     Item,
     deliver_all,
+    log_given_up,
+    retry_delay,
+    to_retry,
     write_batch,
 )
 from jitgate.audit.log import NewEvent
@@ -38,12 +42,21 @@ class _Queued:
 
 class AuditBatcher:
     def __init__(
-        self, db: Database, clock: Clock, max_batch: int = 512, linger_seconds: float = 0.005
+        self,
+        db: Database,
+        clock: Clock,
+        max_batch: int = 512,
+        linger_seconds: float = 0.005,
+        retry_seconds: float = RETRY_FIRST_SECONDS,
     ) -> None:
         self.db = db
         self.clock = clock
         self.max_batch = max_batch
         self.linger_seconds = linger_seconds  # how long outcomes wait for company
+        self.retry_seconds = retry_seconds  # first wait before an unawaited event is retried
+        self._retry: list[Item] = []  # unawaited events whose write failed (writer thread only)
+        self._retry_at = 0.0
+        self.given_up = 0
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._connection = DedicatedConnection(db, autocommit=False)
@@ -76,7 +89,16 @@ class AuditBatcher:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            if self._retry and time.monotonic() >= self._retry_at:
+                # In a batch of their own: one that cannot be written fails no waiter.
+                batch, self._retry = self._retry[: self.max_batch], self._retry[self.max_batch :]
+                self._write([_Queued(item, None) for item in batch])
+                continue
+            try:
+                wait = max(self._retry_at - time.monotonic(), 0) if self._retry else None
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
             if first is _STOP:
                 break
             batch: list[_Queued] = [first]  # type: ignore[list-item]
@@ -97,6 +119,9 @@ class AuditBatcher:
                     break
                 batch.append(queued)  # type: ignore[arg-type]
             self._write(batch)
+        if self._retry:  # stopping: one last try
+            batch, self._retry = self._retry, []
+            self._write([_Queued(item, None) for item in batch])
 
     def _write(self, batch: list[_Queued]) -> None:
         items = [queued.item for queued in batch]
@@ -107,6 +132,14 @@ class AuditBatcher:
             self._connection.drop()  # it may be the connection that broke
             log.error("audit write failed for %d events: %s", len(batch), exc)
             outcomes = [AuditUnavailable(UNAVAILABLE)] * len(batch)
+            retry, given_up = to_retry(items)
+            self.given_up += len(given_up)
+            log_given_up(given_up)
+            if retry:
+                self._retry.extend(retry)
+                self._retry_at = time.monotonic() + retry_delay(
+                    retry[0].attempts, self.retry_seconds
+                )
         else:
             self.batches += 1
             self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
