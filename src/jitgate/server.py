@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SWEEP_INTERVAL_SECONDS = 0.5
+# On stop, calls in flight get this long to finish; then they are cancelled, and each allowed
+# one records its outcome ("jitgate stopped before the call finished") before the audit writer
+# stops.
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 async def sweep_forever(core: Jitgate, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
@@ -145,6 +149,7 @@ async def serve(
     endpoint: AwsEndpoint | None = None,
     ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
     """Run the control plane (and the AWS endpoint when given) until stopped."""
     aws_url = None
@@ -154,14 +159,15 @@ async def serve(
     control_app = create_control_app(
         core, aws_endpoint=aws_url, account_id=endpoint.account_id if endpoint else None
     )
-    servers = [_server(control_app, *listeners.control)]
+    grace = {"timeout_graceful_shutdown": shutdown_grace}
+    servers = [_server(control_app, *listeners.control, **grace)]
     if endpoint is not None and listeners.aws is not None:
         tls = {}
         if listeners.ssl_certfile:
             tls = {"ssl_certfile": listeners.ssl_certfile, "ssl_keyfile": listeners.ssl_keyfile}
         # Agents' SDKs connect to the AWS endpoint themselves: the peer address is the socket's,
         # never an X-Forwarded-For header a caller could write (it keys the failure throttle).
-        servers.append(_server(endpoint, *listeners.aws, proxy_headers=False, **tls))
+        servers.append(_server(endpoint, *listeners.aws, proxy_headers=False, **grace, **tls))
         await endpoint.upstream.start()
         endpoint.batcher.start()
     sweeper = asyncio.create_task(sweep_forever(core))
@@ -183,7 +189,14 @@ async def serve(
         for server in servers:
             server.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
+            await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), timeout=shutdown_grace + 5
+            )
+        # uvicorn cancels the calls still running after the grace period but does not wait for
+        # them: they settle (and queue their outcomes) before the audit writer stops.
+        in_flight = [task for server in servers for task in server.server_state.tasks]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=5)
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
@@ -203,9 +216,14 @@ class ServerThread:
     """Run a server in a background thread (the demo, the sandbox and tests use this)."""
 
     def __init__(
-        self, core: Jitgate, listeners: Listeners, endpoint: AwsEndpoint | None = None
+        self,
+        core: Jitgate,
+        listeners: Listeners,
+        endpoint: AwsEndpoint | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
         self.core = core
+        self.shutdown_grace = shutdown_grace
         self.listeners = listeners
         self.endpoint = endpoint
         self._ready = threading.Event()
@@ -224,6 +242,7 @@ class ServerThread:
                 endpoint=self.endpoint,
                 ready=self._ready.set,
                 stop=self._stop,
+                shutdown_grace=self.shutdown_grace,
             )
 
         try:
@@ -241,4 +260,4 @@ class ServerThread:
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
+        self._thread.join(self.shutdown_grace + 15)

@@ -262,6 +262,7 @@ def start_stack(
     database_url: str | None = None,
     tls: tuple[Path, Path] | None = None,
     failures: FailureThrottle | None = None,
+    shutdown_grace: float = 2.0,
 ) -> Stack:
     """A running jitgate over a fresh ``home``; ``tls`` = (certificate, key) for the AWS
     endpoint."""
@@ -285,7 +286,9 @@ def start_stack(
     )
     control, aws = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
     cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
-    thread = ServerThread(core, Listeners(control, aws, cert, key), endpoint).start()
+    thread = ServerThread(
+        core, Listeners(control, aws, cert, key), endpoint, shutdown_grace=shutdown_grace
+    ).start()
     _, approver_token = core.identity.create_user("approver", "approver")
     _, admin_token = core.identity.create_user("admin", "admin")
     return Stack(

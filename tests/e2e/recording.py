@@ -7,10 +7,12 @@ opens another when the answer says ``Connection: close``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +23,21 @@ class Forwarded:
     complete: bool  # the whole declared body arrived
 
 
+# How the upstream answers a request it has read whole (the default: a small 200).
+Respond = Callable[[socket.socket, "Forwarded"], None]
+
+
+def answer_ok(connection: socket.socket, forwarded: Forwarded) -> None:
+    answer = b"<ok/>"
+    connection.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nx-amz-request-id: recorded\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+    )
+
+
 class RecordingUpstream:
-    def __init__(self) -> None:
+    def __init__(self, respond: Respond = answer_ok) -> None:
+        self.respond = respond
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.requests: list[Forwarded] = []
@@ -75,8 +90,5 @@ class RecordingUpstream:
             with self._lock:
                 self.requests.append(forwarded)
             if forwarded.complete:
-                answer = b"<ok/>"
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nx-amz-request-id: recorded\r\n"
-                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
-                )
+                with contextlib.suppress(OSError):  # the peer may leave first
+                    self.respond(connection, forwarded)

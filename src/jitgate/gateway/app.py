@@ -9,6 +9,8 @@ exactly is refused, in the error shape the calling SDK expects, and recorded.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -33,7 +35,7 @@ from jitgate.awsapi.mapping import required_access
 from jitgate.awsapi.operations import identify, needs_body
 from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOperation
 from jitgate.clock import Clock
-from jitgate.errors import AuditUnavailable
+from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.upstream import Upstream
@@ -103,6 +105,9 @@ class Call:
     allowed: bool = False  # its call.allowed event is written
     buffered: int = 0  # bytes of its body held in memory (counted in the endpoint's budget)
     outcome_recorded: bool = False
+    bytes_in: int = 0  # request body bytes received from the client
+    bytes_out: int = 0  # response body bytes handed to the client
+    status: int = 0  # the status answered, once the response has started
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -240,10 +245,20 @@ class AwsEndpoint:
             await self._deny(call, error, send)
         except AuditUnavailable as exc:
             await self._send_error(call, AwsError("ServiceUnavailable", exc.message), send)
+        except asyncio.CancelledError:
+            # jitgate is stopping (or the server gave up on the call): the allowed call still
+            # gets its outcome, written before the audit writer stops.
+            if call.allowed and not call.outcome_recorded:
+                self._record_outcome(
+                    call, call.status or 503, error="jitgate stopped before the call finished"
+                )
+            raise
         except Exception:
             log.exception("unexpected failure on call %s", call.request_id)
             if call.allowed and not call.outcome_recorded:
-                self._record_outcome(call, 500, 0, 0, None, "jitgate failed to forward the call")
+                self._record_outcome(
+                    call, call.status or 500, error="jitgate failed to forward the call"
+                )
             await self._send_error(
                 call,
                 AwsError(
@@ -369,6 +384,17 @@ class AwsEndpoint:
         outlives = credentials_outliving(operation, grant.expires_at or now, now)
         if outlives is not None:
             raise AwsError("AccessDenied", f"grant {grant.id}: {outlives}")
+        decoder: sigv4.ChunkedPayloadDecoder | None = None
+        if body is None and info.payload_hash in (
+            sigv4.STREAMING_SIGNED,
+            sigv4.STREAMING_SIGNED_TRAILER,
+        ):
+            # Checked before the call is recorded as allowed: an aws-chunked body whose
+            # framing headers are wrong is refused, not allowed and then failed.
+            try:
+                decoder = sigv4.ChunkedPayloadDecoder.for_request(info, headers)
+            except sigv4.SigV4Error as exc:
+                raise AwsError(exc.code, exc.message) from None
 
         data = call.event_data()
 
@@ -385,22 +411,27 @@ class AwsEndpoint:
                 elif used is not None:
                     raise AwsError("AccessDenied", used)
 
-        await self.batcher.record(
-            NewEvent(
-                "call.allowed",
-                f"agent:{grant.agent}",
-                agent=grant.agent,
-                grant_id=grant.id,
-                data=data,
-            ),
-            guard=still_live,
-        )
+        try:
+            await self.batcher.record(
+                NewEvent(
+                    "call.allowed",
+                    f"agent:{grant.agent}",
+                    agent=grant.agent,
+                    grant_id=grant.id,
+                    data=data,
+                ),
+                guard=still_live,
+            )
+        except AuditNotDurable:
+            # In the log, but not on disk: the call is not forwarded, and the log says so.
+            self._record_outcome(call, 503, error="not forwarded: the audit log was not synced")
+            raise
         call.allowed = True
 
         if _answered_locally(operation):
             await self._caller_identity(call, send)
             return
-        await self._forward(call, request, info, body, receive, send)
+        await self._forward(call, request, info, body, decoder, receive, send)
 
     async def _read_body(self, call: Call, receive: Receive) -> bytes:
         def take(size: int) -> None:
@@ -508,15 +539,15 @@ class AwsEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self._record_outcome(call, 200, 0, len(body), call.request_id)
+        call.bytes_out = len(body)
+        self._record_outcome(call, 200, upstream_id=call.request_id)
 
     def _record_outcome(
         self,
         call: Call,
         status: int,
-        bytes_in: int,
-        bytes_out: int,
-        upstream_id: str | None,
+        *,
+        upstream_id: str | None = None,
         error: str | None = None,
     ) -> None:
         grant = call.grant
@@ -526,8 +557,8 @@ class AwsEndpoint:
             "operation": call.operation.name if call.operation else "",
             "service": call.service,
             "status": status,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
+            "bytes_in": call.bytes_in,
+            "bytes_out": call.bytes_out,
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
             "upstream_request_id": upstream_id,
         }
@@ -551,6 +582,7 @@ class AwsEndpoint:
         request: AwsRequest,
         info: sigv4.SignedRequestInfo,
         body: bytes | None,
+        decoder: sigv4.ChunkedPayloadDecoder | None,
         receive: Receive,
         send: Send,
     ) -> None:
@@ -567,23 +599,19 @@ class AwsEndpoint:
             if k not in _HOP_BY_HOP and k not in sigv4.SIGNER_OWNED_HEADERS
         }
         payload_hash = info.payload_hash
-        counter = _Counter()
+        rejection = _Rejection()
         data: Any
         if body is not None:
             data = body
             out["content-length"] = str(len(body))
-            counter.bytes = len(body)
+            call.bytes_in = len(body)
             if call.service != "s3":
                 payload_hash = hashlib.sha256(body).hexdigest()
         else:
-            source = _receive_stream(receive, counter)
-            if payload_hash in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER):
-                try:
-                    decoder = sigv4.ChunkedPayloadDecoder.for_request(info, headers)
-                except sigv4.SigV4Error as exc:
-                    raise AwsError(exc.code, exc.message) from None
+            source = _receive_stream(receive, call)
+            if decoder is not None:
                 source = _decoded(source, decoder)
-                out["content-length"] = headers.get("x-amz-decoded-content-length", "0")
+                out["content-length"] = headers["x-amz-decoded-content-length"].strip()
                 out.pop("x-amz-decoded-content-length", None)
                 out.pop("x-amz-trailer", None)
                 encoding = [
@@ -628,8 +656,8 @@ class AwsEndpoint:
         out.pop("host")
         url = destination.url(raw_path, query)
         if data is not None and not isinstance(data, bytes):
-            data = _noting_rejection(data, counter)
-        started = False
+            data = _noting_rejection(data, rejection)
+        upstream_id: str | None = None
         try:
             async with self.upstream.session.request(
                 call.method,
@@ -638,52 +666,87 @@ class AwsEndpoint:
                 data=data,
                 allow_redirects=False,
             ) as response:
-                response_headers = [
-                    (name.lower(), value)
-                    for name, value in response.raw_headers
-                    if name.lower().decode("latin-1") not in _RESPONSE_DROP
-                ]
-                started = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": response_headers,
-                    }
-                )
-                sent = 0
-                async for chunk in response.content.iter_chunked(STREAM_CHUNK):
-                    sent += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
                 upstream_id = response.headers.get("x-amz-request-id") or response.headers.get(
                     "x-amzn-requestid"
                 )
-                self._record_outcome(call, response.status, counter.bytes, sent, upstream_id)
+                await self._relay(call, response, receive, send)
+            self._record_outcome(call, call.status, upstream_id=upstream_id)
         except _BodyRejected as exc:
-            self._record_outcome(call, 400, counter.bytes, 0, None, exc.error.message)
+            self._record_outcome(call, 400, error=exc.error.message)
             raise exc.error from None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if not started and counter.rejected is not None:
+            if not call.status and rejection.error is not None:
                 # aiohttp wraps what the body iterator raised in a connection error.
-                self._record_outcome(call, 400, counter.bytes, 0, None, counter.rejected.message)
-                raise counter.rejected from None
-            if started:
+                self._record_outcome(call, 400, error=rejection.error.message)
+                raise rejection.error from None
+            if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
                 self._record_outcome(
-                    call, 502, counter.bytes, 0, None, f"upstream failed mid-response: {exc}"
+                    call,
+                    502,
+                    upstream_id=upstream_id,
+                    error=f"upstream failed mid-response: {exc}",
                 )
                 return
-            self._record_outcome(call, 502, counter.bytes, 0, None, f"upstream failed: {exc}")
+            self._record_outcome(call, 502, error=f"upstream failed: {exc}")
             raise AwsError(
                 "ServiceUnavailable", "the upstream AWS endpoint could not be reached"
             ) from None
 
+    async def _relay(
+        self, call: Call, response: aiohttp.ClientResponse, receive: Receive, send: Send
+    ) -> None:
+        """Stream the upstream's response to the client; stop reading it if the client leaves."""
+        status = response.status
+        bodiless = status < 200 or status in (204, 304)
+        response_headers = [
+            (name.lower(), value)
+            for name, value in response.raw_headers
+            if name.lower().decode("latin-1") not in _RESPONSE_DROP
+            # A 304's Content-Length describes the body it does not send; forwarded, the
+            # server would wait for those bytes and fail the response.
+            and not (bodiless and name.lower() == b"content-length")
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        call.status = status
+        left = response.content_length
+        gone: asyncio.Task[None] | None = None
+        body_done = call.body_read or not _may_have_body(call.headers)
+        if body_done and (left is None or left > STREAM_CHUNK) and call.method != "HEAD":
+            # More than one piece to send: watch for the client leaving, since sending to a
+            # closed connection fails silently and the rest would be read from AWS for nobody.
+            gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                if gone is not None and gone.done():
+                    raise _ClientGone
+                call.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except _ClientGone:
+            response.close()
+            call.status = 499
+            log.info("client left mid-response on call %s", call.request_id)
+        finally:
+            if gone is not None and not gone.done():
+                gone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gone
+
 
 # --- body helpers -------------------------------------------------------------------------------
-class _Counter:
-    bytes = 0
-    rejected: AwsError | None = None  # why the request body was refused mid-stream
+class _Rejection:
+    error: AwsError | None = None  # why the request body was refused mid-stream
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before the whole response was sent."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has closed its connection (its request body was all read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _BodyRejected(Exception):
@@ -729,13 +792,13 @@ async def _read_body(receive: Receive, limit: int, take: Callable[[int], None]) 
             return b"".join(parts)
 
 
-async def _receive_stream(receive: Receive, counter: _Counter) -> AsyncIterator[bytes]:
+async def _receive_stream(receive: Receive, call: Call) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _BodyRejected(AwsError("IncompleteBody", "the client disconnected mid-body"))
         chunk = message.get("body", b"")
-        counter.bytes += len(chunk)
+        call.bytes_in += len(chunk)
         if chunk:
             yield chunk
         if not message.get("more_body", False):
@@ -743,7 +806,7 @@ async def _receive_stream(receive: Receive, counter: _Counter) -> AsyncIterator[
 
 
 async def _noting_rejection(
-    source: AsyncIterator[bytes], counter: _Counter
+    source: AsyncIterator[bytes], rejection: _Rejection
 ) -> AsyncIterator[bytes]:
     """Pass the body through, keeping the reason if it is refused (aiohttp, which iterates it
     to send it upstream, reports only a connection error)."""
@@ -751,7 +814,7 @@ async def _noting_rejection(
         async for chunk in source:
             yield chunk
     except _BodyRejected as exc:
-        counter.rejected = exc.error
+        rejection.error = exc.error
         raise
 
 

@@ -1,0 +1,251 @@
+"""Every call jitgate allows ends with one call.completed that says what really happened.
+
+Found by review; before each fix the record was wrong or missing:
+
+- an aws-chunked upload without a valid ``x-amz-decoded-content-length`` was recorded as
+  allowed, then failed with no outcome;
+- an upstream 304 carrying a Content-Length was recorded as a 500 (the server waited for body
+  bytes a 304 never has);
+- an upstream that broke off mid-response was recorded with ``bytes_out`` 0 and no request id;
+- a client that left mid-download was not noticed: jitgate read the whole object from AWS for
+  nobody and recorded it as sent;
+- an fsync failure after ``call.allowed`` committed left that event with no outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from jitgate.audit.log import StoredEvent
+
+from .conftest import OBJECT_ARN, Stack
+from .recording import Forwarded, RecordingUpstream, Respond
+from .wire import raw_request, sign_by_hand
+
+pytestmark = pytest.mark.slow
+
+KEY_PATH = "/reports/2026/q3.csv"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@pytest.fixture
+def upstream_answering(make_stack):  # type: ignore[no-untyped-def]
+    """A stack whose upstream answers every request with ``respond``."""
+    made: list[RecordingUpstream] = []
+
+    def make(respond: Respond) -> tuple[RecordingUpstream, Stack]:
+        upstream = RecordingUpstream(respond)
+        made.append(upstream)
+        return upstream, make_stack(upstream=upstream.url)
+
+    yield make
+    for upstream in made:
+        upstream.close()
+
+
+def port_of(stack: Stack) -> int:
+    port = urlsplit(stack.aws_url).port
+    assert port is not None
+    return port
+
+
+def signed_get(stack: Stack, creds: dict[str, str]) -> tuple[bytes, list[tuple[str, str]]]:
+    host = f"127.0.0.1:{port_of(stack)}"
+    _, headers = sign_by_hand(
+        "GET",
+        host,
+        KEY_PATH,
+        creds=creds,
+        service="s3",
+        payload_line=EMPTY_SHA256,
+        headers={"x-amz-content-sha256": EMPTY_SHA256},
+    )
+    return KEY_PATH.encode(), [("Host", host), *headers.items()]
+
+
+def outcome(stack: Stack, grant_id: str) -> StoredEvent:
+    events = stack.wait_events(grant_id, lambda es: any(e.type == "call.completed" for e in es))
+    completed = [e for e in events if e.type == "call.completed"]
+    allowed = [e for e in events if e.type == "call.allowed"]
+    assert len(completed) == 1 and len(allowed) == 1, [(e.type, e.data) for e in events]
+    assert completed[0].data["request_id"] == allowed[0].data["request_id"]
+    return completed[0]
+
+
+def test_an_aws_chunked_upload_without_its_decoded_length_is_refused_not_half_allowed(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    upstream, stack = upstream_answering(lambda connection, forwarded: None)
+    grant = stack.grant(["s3:PutObject"], ["arn:aws:s3:::reports/chunked.csv"])
+    host = f"127.0.0.1:{port_of(stack)}"
+    for decoded_length in (None, "ten"):
+        declared = {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"}
+        if decoded_length is not None:
+            declared["x-amz-decoded-content-length"] = decoded_length
+        _, headers = sign_by_hand(
+            "PUT",
+            host,
+            "/reports/chunked.csv",
+            creds=grant.creds,
+            service="s3",
+            payload_line="STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            headers={"content-encoding": "aws-chunked", **declared},
+        )
+        answer = raw_request(
+            port_of(stack), "PUT", b"/reports/chunked.csv", [("Host", host), *headers.items()]
+        )
+        assert answer.status == 400, answer.body
+        assert b"x-amz-decoded-content-length" in answer.body
+    events = stack.wait_events(grant.id, lambda es: len(es) >= 2)
+    assert [e.type for e in events] == ["call.denied", "call.denied"]
+    assert upstream.wait(1, timeout=0.3) == []
+
+
+def test_a_304_with_a_content_length_is_answered_and_recorded_as_a_304(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    def not_modified(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\nContent-Length: 1234\r\n"
+            b"x-amz-request-id: up-304\r\nConnection: close\r\n\r\n"
+        )
+
+    _, stack = upstream_answering(not_modified)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    target, headers = signed_get(stack, grant.creds)
+    answer = raw_request(port_of(stack), "GET", target, headers)
+    assert answer.status == 304
+    data = outcome(stack, grant.id).data
+    assert (data["status"], data["upstream_request_id"]) == (304, "up-304")
+    assert "error" not in data
+
+
+def test_an_upstream_that_breaks_off_mid_response_is_recorded_with_what_was_sent(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    def broken_off(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\nx-amz-request-id: up-cut\r\n\r\n"
+        )
+        connection.sendall(b"x" * 1_000_000)
+        connection.shutdown(socket.SHUT_RDWR)
+
+    _, stack = upstream_answering(broken_off)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    target, headers = signed_get(stack, grant.creds)
+    answer = raw_request(port_of(stack), "GET", target, headers)
+    assert answer.status == 200 and len(answer.body) < 4_000_000  # cut short, as upstream was
+    data = outcome(stack, grant.id).data
+    assert data["status"] == 502
+    assert data["upstream_request_id"] == "up-cut"
+    assert data["bytes_out"] == len(answer.body) > 0
+    assert "mid-response" in data["error"]
+
+
+def test_a_client_that_leaves_mid_download_stops_the_upstream_read(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    total = 512 * 1024 * 1024
+    sent_upstream: list[int] = []
+
+    def huge(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nx-amz-request-id: up-big\r\n\r\n" % total
+        )
+        piece = b"y" * (1024 * 1024)
+        sent = 0
+        try:
+            while sent < total:
+                connection.sendall(piece)
+                sent += len(piece)
+        finally:
+            sent_upstream.append(sent)
+
+    _, stack = upstream_answering(huge)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    target, headers = signed_get(stack, grant.creds)
+    lines = [b"GET " + target + b" HTTP/1.1"]
+    lines += [f"{name}: {value}".encode() for name, value in headers]
+    with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
+        sock.sendall(b"\r\n".join([*lines, b"", b""]))
+        received = 0
+        while received < 2 * 1024 * 1024:
+            received += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    data = outcome(stack, grant.id).data
+    assert data["status"] == 499, data
+    assert data["upstream_request_id"] == "up-big"
+    assert received <= data["bytes_out"] < total // 4
+    deadline = time.monotonic() + 5
+    while not sent_upstream and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sent_upstream and sent_upstream[0] < total // 4  # jitgate stopped reading
+
+
+def test_an_allowed_event_that_could_not_be_synced_records_that_nothing_was_forwarded(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    upstream, stack = upstream_answering(lambda connection, forwarded: None)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    batcher = stack.thread.endpoint.batcher  # type: ignore[union-attr]
+    if not hasattr(batcher, "_fsync_wal"):
+        pytest.skip("the SQLite writer syncs its log itself")
+    failing = threading.Event()
+    failing.set()
+    real_fsync = batcher._fsync_wal
+
+    def broken_disk() -> None:
+        if failing.is_set():
+            raise OSError(5, "Input/output error")
+        real_fsync()
+
+    batcher._fsync_wal = broken_disk
+    try:
+        target, headers = signed_get(stack, grant.creds)
+        answer = raw_request(port_of(stack), "GET", target, headers)
+    finally:
+        failing.clear()
+    assert answer.status == 503
+    data = outcome(stack, grant.id).data
+    assert data["status"] == 503
+    assert "not forwarded" in data["error"]
+    assert upstream.wait(1, timeout=0.3) == []
+
+
+def test_a_call_still_running_when_jitgate_stops_records_its_outcome(make_stack) -> None:  # type: ignore[no-untyped-def]
+    release = threading.Event()
+
+    def slow(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\nx-amz-request-id: up-slow\r\n\r\n"
+        )
+        connection.sendall(b"z" * 1_000_000)
+        release.wait(20)  # the rest never comes while jitgate stops
+
+    upstream = RecordingUpstream(slow)
+    try:
+        stack = make_stack(upstream=upstream.url, shutdown_grace=0.3)
+        grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+        target, headers = signed_get(stack, grant.creds)
+        lines = [b"GET " + target + b" HTTP/1.1"]
+        lines += [f"{name}: {value}".encode() for name, value in headers]
+        with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
+            sock.sendall(b"\r\n".join([*lines, b"", b""]))
+            received = 0
+            while received < 500_000:
+                received += len(sock.recv(65536))
+            stack.thread.stop()  # cancels the call after its grace, then stops the writer
+        events = stack.events(grant.id)
+    finally:
+        release.set()
+        upstream.close()
+    completed = [e.data for e in events if e.type == "call.completed"]
+    assert len(completed) == 1, [(e.type, e.data) for e in events]
+    assert completed[0]["error"] == "jitgate stopped before the call finished"
+    assert completed[0]["status"] == 200 and completed[0]["bytes_out"] >= received
