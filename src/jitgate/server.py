@@ -23,6 +23,7 @@ from jitgate.api.app import create_control_app
 from jitgate.audit.batcher import audit_writer_for
 from jitgate.audit.flood import FailureThrottle
 from jitgate.awsapi import operations
+from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
@@ -160,14 +161,23 @@ async def serve(
         core, aws_endpoint=aws_url, account_id=endpoint.account_id if endpoint else None
     )
     grace = {"timeout_graceful_shutdown": shutdown_grace}
-    servers = [_server(control_app, *listeners.control, **grace)]
+    servers = [_server(control_app, *listeners.control, http=BoundedHeadProtocol, **grace)]
     if endpoint is not None and listeners.aws is not None:
         tls = {}
         if listeners.ssl_certfile:
             tls = {"ssl_certfile": listeners.ssl_certfile, "ssl_keyfile": listeners.ssl_keyfile}
         # Agents' SDKs connect to the AWS endpoint themselves: the peer address is the socket's,
         # never an X-Forwarded-For header a caller could write (it keys the failure throttle).
-        servers.append(_server(endpoint, *listeners.aws, proxy_headers=False, **grace, **tls))
+        servers.append(
+            _server(
+                endpoint,
+                *listeners.aws,
+                proxy_headers=False,
+                http=AwsBoundedHeadProtocol,
+                **grace,
+                **tls,
+            )
+        )
         await endpoint.upstream.start()
         endpoint.batcher.start()
     sweeper = asyncio.create_task(sweep_forever(core))
