@@ -44,6 +44,7 @@ class Upstream:
         endpoint_override: str | None = None,
         credentials: BotoCredentials | None = None,
         pool_size: int = 256,
+        pool_wait_seconds: float = 30.0,
     ) -> None:
         self._override: Destination | None = None
         if endpoint_override:
@@ -53,6 +54,7 @@ class Upstream:
             self._override = Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"))
         self._credentials = credentials or botocore.session.get_session().get_credentials()
         self._pool_size = pool_size
+        self._pool_wait_seconds = pool_wait_seconds
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -64,7 +66,12 @@ class Upstream:
                 connector=connector,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+                # connect: waiting for a pooled connection (all may be busy with slow calls)
+                # plus opening one; then no silence longer than sock_read. No total: a 1 GiB
+                # object may take minutes.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._pool_wait_seconds, sock_connect=10, sock_read=300
+                ),
             )
 
     async def close(self) -> None:

@@ -1,0 +1,75 @@
+"""The upstream pool: a call that cannot get a connection in time fails, it does not hang."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import socket
+import threading
+import time
+
+import aiohttp
+import pytest
+from botocore.credentials import Credentials
+
+from jitgate.gateway.upstream import Upstream
+
+
+def silent_server() -> tuple[socket.socket, list[socket.socket]]:
+    """Accepts connections, reads nothing, answers nothing."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, held
+
+
+def test_a_call_waiting_for_a_busy_pool_gives_up_after_the_pool_wait() -> None:
+    server, held = silent_server()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    upstream = Upstream(
+        endpoint_override=url,
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        pool_size=1,
+        pool_wait_seconds=0.3,
+    )
+
+    async def two_calls() -> tuple[float, type[BaseException] | None]:
+        await upstream.start()
+        assert upstream.session is not None
+        try:
+            first = asyncio.ensure_future(upstream.session.get(url + "/held"))
+            await asyncio.sleep(0.1)  # the only connection is now taken by a silent call
+            started = time.monotonic()
+            error: type[BaseException] | None = None
+            try:
+                await upstream.session.get(url + "/second")
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                error = type(exc)
+            first.cancel()
+            return time.monotonic() - started, error
+        finally:
+            await upstream.close()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            waited, error = pool.submit(asyncio.run, two_calls()).result(timeout=20)
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    assert error is not None and issubclass(error, TimeoutError)
+    assert waited < 5  # not the 300 s read timeout, nor forever
+
+
+@pytest.mark.parametrize("override", ["ftp://x", "localhost:9000", "http://"])
+def test_an_override_must_be_an_http_url(override: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        Upstream(endpoint_override=override, credentials=Credentials("a", "b"))
