@@ -655,8 +655,13 @@ class AwsEndpoint:
         out.update(signed)
         out.pop("host")
         url = destination.url(raw_path, query)
+        expect_continue = False
         if data is not None and not isinstance(data, bytes):
             data = _noting_rejection(data, rejection)
+            # The client waits for "100 Continue" before sending its body: so does jitgate, and
+            # the 100 reaches the client only when AWS sends one. An upload AWS refuses at once
+            # (403, 400) is then answered with AWS's own error, its body never sent.
+            expect_continue = "100-continue" in headers.get("expect", "").lower()
         upstream_id: str | None = None
         try:
             async with self.upstream.session.request(
@@ -665,6 +670,7 @@ class AwsEndpoint:
                 headers=out,
                 data=data,
                 allow_redirects=False,
+                expect100=expect_continue,
             ) as response:
                 upstream_id = response.headers.get("x-amz-request-id") or response.headers.get(
                     "x-amzn-requestid"
@@ -707,6 +713,10 @@ class AwsEndpoint:
             # server would wait for those bytes and fail the response.
             and not (bodiless and name.lower() == b"content-length")
         ]
+        if not call.body_read and _may_have_body(call.headers):
+            # Answered before the request body was read (the upstream refused it at once):
+            # unread body bytes must never be parsed as the next request.
+            response_headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         call.status = status
         left = response.content_length
