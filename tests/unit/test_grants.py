@@ -341,6 +341,38 @@ permit (principal, action, resource);
         two.close()
 
 
+def test_an_approval_stops_counting_once_its_approver_is_disabled(
+    core: Jitgate, home: Path, database_url: str, clock: FakeClock, approver_token
+) -> None:
+    """Two-person approval means two people who may approve now: an approver disabled after
+    voting (left the company, account compromised) no longer makes up half of the quorum."""
+    (home / "policy.cedar").write_text(
+        """
+@id("two-person-writes")
+@approval("required")
+@approvers("2")
+permit (principal, action, resource);
+""",
+        encoding="utf-8",
+    )
+    two = build_core(home, database_url, clock)
+    try:
+        _, token = two.identity.create_agent("agent-10")
+        agent = two.identity.authenticate(token)
+        grant, _ = request(two, agent, *WRITE)
+        first = two.identity.authenticate(approver_token("early"))
+        second = two.identity.authenticate(approver_token("later"))
+        third = two.identity.authenticate(approver_token("last"))
+        assert two.grants.approve(first, grant.id).status == "pending"
+        two.identity.set_user_disabled("early", True)
+        assert two.grants.approve(second, grant.id).status == "pending"  # one standing vote
+        assert two.grants.approve(third, grant.id).status == "active"
+        (approved,) = two.audit.events(grant_id=grant.id, types=["grant.approved"])
+        assert approved.data["approvals"] == 2
+    finally:
+        two.close()
+
+
 # --- time: lapse and expiry -------------------------------------------------------------------
 
 

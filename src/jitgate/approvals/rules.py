@@ -75,6 +75,9 @@ class Vote:
     groups: tuple[str, ...]
     decision: str  # "approve" | "deny"
     fingerprint: str | None
+    # The approver may still approve now: an approval by someone since disabled, deleted or
+    # moved to a role that cannot approve no longer counts toward the number required.
+    standing: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ def approval_state(
     """Count the approvals that hold for the request as it is now.
 
     An approval counts once per approver, only if it was given to the request with the current
-    fingerprint, and only if the approver belongs to one of ``groups`` (when the policy names
-    any). Every named group must be represented among the counted approvers.
+    fingerprint, only while its approver may still approve, and only if the approver belongs to
+    one of ``groups`` (when the policy names any). Every named group must be represented among
+    the counted approvers.
     """
     required = max(1, required)
     counted: dict[str, Vote] = {}
@@ -119,7 +123,7 @@ def approval_state(
         if vote.decision == "deny":
             denied = True
             continue
-        if vote.fingerprint != current_fingerprint:
+        if vote.fingerprint != current_fingerprint or not vote.standing:
             continue
         if groups and not is_break_glass(vote.approver) and not set(vote.groups) & set(groups):
             continue

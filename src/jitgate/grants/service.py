@@ -21,7 +21,13 @@ from jitgate.clock import Clock, isoformat
 from jitgate.errors import Conflict, Forbidden, InvalidRequest, JitgateError, NotFound, NotYours
 from jitgate.grants import states
 from jitgate.grants.credentials import Credentials, MasterKey, new_access_key_id
-from jitgate.identity.service import LOCAL_ADMIN, IdentityService, Principal, check_name
+from jitgate.identity.service import (
+    APPROVING_ROLES,
+    LOCAL_ADMIN,
+    IdentityService,
+    Principal,
+    check_name,
+)
 from jitgate.policy.engine import AUTO, DENIED, PolicyEngine
 from jitgate.policy.source import MAX_GRANT_SECONDS
 from jitgate.scope import Scope, build_scope
@@ -507,13 +513,24 @@ class GrantService:
         ).all()
         names = [r.approver.split(":", 1)[1] for r in rows if r.approver.startswith("user:")]
         groups: dict[str, tuple[str, ...]] = {}
+        standing: set[str] = {r.approver for r in rows if rules.is_break_glass(r.approver)}
         if names:
-            for name, user_groups in connection.execute(
-                select(users.c.name, users.c.groups).where(users.c.name.in_(names))
+            for name, user_groups, role, disabled in connection.execute(
+                select(users.c.name, users.c.groups, users.c.role, users.c.disabled).where(
+                    users.c.name.in_(names)
+                )
             ):
                 groups[f"user:{name}"] = tuple(user_groups or ())
+                if not disabled and role in APPROVING_ROLES:
+                    standing.add(f"user:{name}")
         votes = [
-            rules.Vote(r.approver, groups.get(r.approver, ()), r.decision, r.fingerprint)
+            rules.Vote(
+                r.approver,
+                groups.get(r.approver, ()),
+                r.decision,
+                r.fingerprint,
+                standing=r.approver in standing,
+            )
             for r in rows
         ]
         return rules.approval_state(

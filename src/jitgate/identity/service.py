@@ -17,6 +17,7 @@ from jitgate.store.db import Database
 from jitgate.store.schema import agents, console_sessions, users
 
 ROLES = ("admin", "approver", "auditor")
+APPROVING_ROLES = ("admin", "approver")  # the roles that may approve or deny grants
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -38,7 +39,7 @@ class Principal:
         return self.kind == "agent"
 
     def can_approve(self) -> bool:
-        return self.kind == "local" or self.role in ("admin", "approver")
+        return self.kind == "local" or self.role in APPROVING_ROLES
 
     def can_read_audit(self) -> bool:
         return self.kind == "local" or self.role in ("admin", "approver", "auditor")
