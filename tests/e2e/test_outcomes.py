@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from jitgate.audit.log import StoredEvent
+from jitgate.gateway import app as gateway_app
 
 from .conftest import OBJECT_ARN, Stack
 from .recording import Forwarded, RecordingUpstream, Respond
@@ -180,12 +181,55 @@ def test_a_client_that_leaves_mid_download_stops_the_upstream_read(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     data = outcome(stack, grant.id).data
     assert data["status"] == 499, data
+    assert data["error"] == "the client left mid-response"
     assert data["upstream_request_id"] == "up-big"
     assert received <= data["bytes_out"] < total // 4
     deadline = time.monotonic() + 5
     while not sent_upstream and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sent_upstream and sent_upstream[0] < total // 4  # jitgate stopped reading
+
+
+def test_a_client_that_stops_reading_gives_back_its_upstream_connection(
+    upstream_answering,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps its connection open but reads nothing more would otherwise hold a
+    pooled AWS connection for ever (256 such calls and nobody else gets through)."""
+    monkeypatch.setattr(gateway_app, "CLIENT_STALL_SECONDS", 0.5)
+    total = 512 * 1024 * 1024
+    sent_upstream: list[int] = []
+
+    def huge(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        piece = b"w" * (1024 * 1024)
+        sent = 0
+        try:
+            while sent < total:
+                connection.sendall(piece)
+                sent += len(piece)
+        finally:
+            sent_upstream.append(sent)
+
+    _, stack = upstream_answering(huge)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    target, headers = signed_get(stack, grant.creds)
+    lines = [b"GET " + target + b" HTTP/1.1"]
+    lines += [f"{name}: {value}".encode() for name, value in headers]
+    with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"\r\n".join([*lines, b"", b""]))
+        received = 0
+        while received < 1024 * 1024:
+            received += len(sock.recv(65536))
+        data = outcome(stack, grant.id).data  # while the client still holds the connection
+    assert data["status"] == 499, data
+    assert data["error"] == "the client stopped reading for 0.5 s"
+    assert data["bytes_out"] < total // 4
+    deadline = time.monotonic() + 5
+    while not sent_upstream and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sent_upstream and sent_upstream[0] < total // 4
 
 
 def test_an_allowed_event_that_could_not_be_synced_records_that_nothing_was_forwarded(

@@ -53,6 +53,9 @@ MAX_BUFFERED_BODY = 20 * 1024 * 1024  # one non-S3 request body, read whole to v
 # without a ceiling a few hundred concurrent 20 MiB bodies would exhaust memory.
 MAX_BUFFERED_TOTAL = 256 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
+# A client that stops reading a response holds an upstream connection from the pool: after this
+# long without taking a piece, the call ends (AWS's side: aiohttp's sock_read timeout).
+CLIENT_STALL_SECONDS = 120.0
 
 _HOP_BY_HOP = frozenset(
     {
@@ -108,6 +111,7 @@ class Call:
     bytes_in: int = 0  # request body bytes received from the client
     bytes_out: int = 0  # response body bytes handed to the client
     status: int = 0  # the status answered, once the response has started
+    ended_early: str | None = None  # why the response was cut short on the client's side
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -676,7 +680,9 @@ class AwsEndpoint:
                     "x-amzn-requestid"
                 )
                 await self._relay(call, response, receive, send)
-            self._record_outcome(call, call.status, upstream_id=upstream_id)
+            self._record_outcome(
+                call, call.status, upstream_id=upstream_id, error=call.ended_early
+            )
         except _BodyRejected as exc:
             self._record_outcome(call, 400, error=exc.error.message)
             raise exc.error from None
@@ -726,22 +732,40 @@ class AwsEndpoint:
             # More than one piece to send: watch for the client leaving, since sending to a
             # closed connection fails silently and the rest would be read from AWS for nobody.
             gone = asyncio.ensure_future(_disconnected(receive))
+        loop = asyncio.get_running_loop()
+        stall = asyncio.timeout(None)  # armed only while a piece waits for the client
         try:
-            async for chunk in response.content.iter_chunked(STREAM_CHUNK):
-                if gone is not None and gone.done():
-                    raise _ClientGone
-                call.bytes_out += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            async with stall:
+                async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                    if gone is not None:
+                        if gone.done():
+                            raise _ClientGone
+                        stall.reschedule(loop.time() + CLIENT_STALL_SECONDS)
+                    call.bytes_out += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if gone is not None:
+                        stall.reschedule(None)
+                await send({"type": "http.response.body", "body": b""})
         except _ClientGone:
-            response.close()
-            call.status = 499
-            log.info("client left mid-response on call %s", call.request_id)
+            self._ended_early(call, response, "the client left mid-response")
+        except TimeoutError:
+            if not stall.expired():
+                raise  # the upstream's silence, not the client's
+            self._ended_early(
+                call, response, f"the client stopped reading for {CLIENT_STALL_SECONDS:g} s"
+            )
         finally:
             if gone is not None and not gone.done():
                 gone.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
+
+
+    def _ended_early(self, call: Call, response: aiohttp.ClientResponse, why: str) -> None:
+        response.close()  # the rest is not read from AWS
+        call.status = 499  # nginx's "client closed request": no status reached the client
+        call.ended_early = why
+        log.info("call %s: %s", call.request_id, why)
 
 
 # --- body helpers -------------------------------------------------------------------------------
