@@ -12,6 +12,7 @@ A secret's ARN is its name plus "-" and six random characters. ``SecretId`` may 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -96,7 +97,41 @@ def _create_secret(op: Operation, ctx: MappingContext) -> list[Access]:
         out.append(Access("secretsmanager:TagResource", secret.arn, secret.match))
     if op.params.get("AddReplicaRegions"):
         out.append(Access("secretsmanager:ReplicateSecretToRegions", secret.arn, secret.match))
+        out += _replicas(op, ctx)
     out += _kms_accesses(op, ctx, ("kms:GenerateDataKey", "kms:Decrypt"))
+    return out
+
+
+def _replicate(op: Operation, ctx: MappingContext) -> list[Access]:
+    return [
+        _secret(op, ctx, "secretsmanager:ReplicateSecretToRegions", _param(op, "SecretId")),
+        *_replicas(op, ctx),
+    ]
+
+
+def _replicas(op: Operation, ctx: MappingContext) -> list[Access]:
+    """Replicating a secret encrypts each replica with the key named for its Region, with the
+    caller's (jitgate's) KMS rights: that key must be in the grant. Overwriting a same-named
+    secret in the other Region would replace a secret the grant does not name."""
+    if op.params.get("ForceOverwriteReplicaSecret"):
+        _refuse(
+            op,
+            "ForceOverwriteReplicaSecret would overwrite a secret in another Region that the "
+            "grant does not name",
+        )
+    replicas = _param(op, "AddReplicaRegions")
+    if not isinstance(replicas, list) or not replicas:
+        _refuse(op, "AddReplicaRegions must name at least one Region")
+    out: list[Access] = []
+    for replica in replicas:
+        region = replica.get("Region") if isinstance(replica, dict) else None
+        if not isinstance(region, str) or not re.fullmatch(REGION, region):
+            _refuse(op, f"AddReplicaRegions entry {replica!r} has no valid Region")
+        key = replica.get("KmsKeyId")
+        if key is not None:
+            where = dataclasses.replace(ctx, region=region)
+            arn = kms_key_arn(op, where, key, "AddReplicaRegions KmsKeyId", _refuse)
+            out += [Access("kms:GenerateDataKey", arn), Access("kms:Encrypt", arn)]
     return out
 
 
@@ -159,7 +194,7 @@ _RULES: dict[str, Rule] = {
     "PutResourcePolicy": _on_secret(),
     "DeleteResourcePolicy": _on_secret(),
     "ValidateResourcePolicy": _on_secret(),
-    "ReplicateSecretToRegions": _on_secret(),
+    "ReplicateSecretToRegions": _replicate,
     "RemoveRegionsFromReplication": _on_secret(),
     "StopReplicationToReplica": _on_secret(),
 }
