@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from typing import Any
@@ -241,6 +242,27 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
     ("sqs", "CreateQueue", {"QueueName": "jobs", "tags": {"team": "x"}},
      [("sqs:CreateQueue", queue("jobs")), ("sqs:TagQueue", queue("jobs"))]),
     ("sqs", "CreateQueue", {"QueueName": "jobs"}, [("sqs:CreateQueue", queue("jobs"))]),
+    # A dead-letter queue receives messages moved by SQS; a KMS key encrypts every later send
+    # under jitgate's rights (found by review: both were ignored).
+    ("sqs", "CreateQueue",
+     {"QueueName": "jobs", "Attributes": {
+         "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue("payments"),
+                                      "maxReceiveCount": 1}),
+         "KmsMasterKeyId": KEY_ID}},
+     [("sqs:CreateQueue", queue("jobs")), ("sqs:SendMessage", queue("payments")),
+      ("kms:GenerateDataKey", key()), ("kms:Decrypt", key())]),
+    ("sqs", "SetQueueAttributes",
+     {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
+      "Attributes": {"RedrivePolicy": '{"deadLetterTargetArn": "payments"}'}},
+     Refused("deadLetterTargetArn")),
+    ("sqs", "SetQueueAttributes",
+     {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
+      "Attributes": {"KmsMasterKeyId": "alias/aws/sqs", "VisibilityTimeout": "30"}},
+     [("sqs:SetQueueAttributes", queue("jobs"))]),
+    ("sqs", "SetQueueAttributes",
+     {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
+      "Attributes": {"KmsMasterKeyId": "alias/mine"}},
+     Refused("alias")),
     ("sqs", "ListQueues", {"QueueNamePrefix": "j"}, [("sqs:ListQueues", "*")]),
     ("sqs", "StartMessageMoveTask",
      {"SourceArn": queue("dlq"), "DestinationArn": queue("jobs")},
@@ -284,6 +306,17 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
       "AttributeValue": role("feedback")},
      [("iam:PassRole", role("feedback")), ("sns:SetTopicAttributes", topic("alerts"))]),
     ("sns", "ListTopics", {}, [("sns:ListTopics", "*")]),
+    ("sns", "CreateTopic", {"Name": "alerts", "Attributes": {"KmsMasterKeyId": KEY_ID}},
+     [("sns:CreateTopic", topic("alerts")),
+      ("kms:GenerateDataKey", key()), ("kms:Decrypt", key())]),
+    ("sns", "SetTopicAttributes",
+     {"TopicArn": topic("alerts"), "AttributeName": "KmsMasterKeyId",
+      "AttributeValue": "alias/aws/sns"},
+     [("sns:SetTopicAttributes", topic("alerts"))]),
+    ("sns", "SetTopicAttributes",
+     {"TopicArn": topic("alerts"), "AttributeName": "KmsMasterKeyId", "AttributeValue": KEY_ID},
+     [("sns:SetTopicAttributes", topic("alerts")),
+      ("kms:GenerateDataKey", key()), ("kms:Decrypt", key())]),
     ("sns", "GetSMSAttributes", {}, [("sns:GetSMSAttributes", "*")]),
     ("sns", "DeleteTopic", {"TopicArn": "alerts"}, Refused("not a topic ARN")),
     ("sns", "CreatePlatformApplication", {"Name": "a"}, Refused("IAM roles")),

@@ -121,3 +121,22 @@ def kms_key_arn(
         op,
         f"{key} {value!r} is not a KMS key id or key ARN (an alias does not name its key exactly)",
     )
+
+
+def encryption_key_accesses(
+    op: Operation,
+    ctx: MappingContext,
+    attributes: Any,
+    aws_managed: str,
+    refuse: Callable[[Operation, str], NoReturn],
+) -> list[Access]:
+    """A queue's or topic's ``KmsMasterKeyId`` attribute: every later send or publish encrypts
+    with that key under the sender's KMS rights (jitgate's), so the grant must name the key.
+    The service's own AWS managed key (``alias/aws/sqs``, ``alias/aws/sns``) needs nothing."""
+    if not isinstance(attributes, Mapping):
+        return []
+    value = attributes.get("KmsMasterKeyId")
+    if value is None or value == "" or value == aws_managed:
+        return []
+    key = kms_key_arn(op, ctx, value, "KmsMasterKeyId", refuse)
+    return [Access("kms:GenerateDataKey", key), Access("kms:Decrypt", key)]

@@ -21,6 +21,7 @@ from jitgate.awsapi.mapping.common import (
     Arns,
     Rule,
     access_function,
+    encryption_key_accesses,
     param_reader,
     refuser,
     rule_maker,
@@ -116,7 +117,9 @@ def _create_topic(op: Operation, ctx: MappingContext) -> list[Access]:
     if op.params.get("DataProtectionPolicy") is not None:
         out.append(Access("sns:PutDataProtectionPolicy", topic))
     out += _role_arns(op, op.params.get("Attributes"), "Attributes")
-    return out
+    return out + encryption_key_accesses(
+        op, ctx, op.params.get("Attributes"), "alias/aws/sns", _refuse
+    )
 
 
 def _set_topic_attributes(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -124,7 +127,11 @@ def _set_topic_attributes(op: Operation, ctx: MappingContext) -> list[Access]:
     name = _param(op, "AttributeName")
     value = op.params.get("AttributeValue")
     attributes = {name: value} if value is not None else {}
-    return [Access("sns:SetTopicAttributes", topic), *_role_arns(op, attributes, "Attribute")]
+    return [
+        Access("sns:SetTopicAttributes", topic),
+        *_role_arns(op, attributes, "Attribute"),
+        *encryption_key_accesses(op, ctx, attributes, "alias/aws/sns", _refuse),
+    ]
 
 
 def _subscribe(op: Operation, ctx: MappingContext) -> list[Access]:

@@ -11,6 +11,7 @@ else from the request's region. The batch operations need the non-batch IAM acti
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from jitgate.awsapi.mapping.common import (
     REGION,
     Rule,
     access_function,
+    encryption_key_accesses,
     param_reader,
     refuser,
     rule_maker,
@@ -118,7 +120,31 @@ def _create_queue(op: Operation, ctx: MappingContext) -> list[Access]:
     out = [Access("sqs:CreateQueue", queue)]
     if op.params.get("tags"):
         out.append(Access("sqs:TagQueue", queue))  # tagging on creation needs sqs:TagQueue
-    return out
+    return out + _attribute_accesses(op, ctx)
+
+
+def _set_queue_attributes(op: Operation, ctx: MappingContext) -> list[Access]:
+    return [Access("sqs:SetQueueAttributes", _queue_url(op, ctx)[0]), *_attribute_accesses(op, ctx)]
+
+
+def _attribute_accesses(op: Operation, ctx: MappingContext) -> list[Access]:
+    """Attributes that make SQS act on something else: a dead-letter queue (messages received
+    too often are moved there, a send the grant must cover) and an encryption key."""
+    attributes = op.params.get("Attributes")
+    if not isinstance(attributes, dict):
+        return []
+    out: list[Access] = []
+    redrive = attributes.get("RedrivePolicy")
+    if redrive:
+        try:
+            policy = json.loads(redrive) if isinstance(redrive, str) else None
+        except ValueError:
+            policy = None
+        target = policy.get("deadLetterTargetArn") if isinstance(policy, dict) else None
+        if not isinstance(target, str) or not _QUEUE_ARN_RE.fullmatch(target):
+            _refuse(op, "RedrivePolicy must be JSON naming a queue ARN as deadLetterTargetArn")
+        out.append(Access("sqs:SendMessage", target))
+    return out + encryption_key_accesses(op, ctx, attributes, "alias/aws/sqs", _refuse)
 
 
 def _start_message_move_task(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -149,7 +175,7 @@ _RULES: dict[str, Rule] = {
     "ChangeMessageVisibility": _on(_queue_url),
     "ChangeMessageVisibilityBatch": _on(_queue_url, "sqs:ChangeMessageVisibility"),
     "GetQueueAttributes": _on(_queue_url),
-    "SetQueueAttributes": _on(_queue_url),
+    "SetQueueAttributes": _set_queue_attributes,
     "PurgeQueue": _on(_queue_url),
     "DeleteQueue": _on(_queue_url),
     "AddPermission": _on(_queue_url),
