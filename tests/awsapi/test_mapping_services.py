@@ -468,6 +468,24 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
     ("kms", "CreateKey", {"Description": "d"}, [("kms:CreateKey", "*")]),
     ("kms", "Encrypt", {"KeyId": "not-a-key"}, Refused("not a KMS key id")),
     # ---------------------------------------------------------------- Lambda
+    # Event source mappings: IAM can scope them to a function only by a condition, and the
+    # source is read with the function's role (found by review: one grant covered them all).
+    ("lambda", "CreateEventSourceMapping",
+     {"FunctionName": "other-fn", "EventSourceArn": queue("payments")}, Refused("condition")),
+    ("lambda", "UpdateEventSourceMapping", {"UUID": ESM_UUID, "FunctionName": "other-fn"},
+     Refused("another function")),
+    ("lambda", "CreateFunction",
+     {"FunctionName": "f", "Role": role("exec"), "Code": {"ZipFile": b"x"},
+      "DurableConfig": {"KMSKeyArn": key()}},
+     Refused("KMSKeyArn")),
+    ("lambda", "ListDurableExecutionsByFunction", {"FunctionName": "f", "Qualifier": "7"},
+     [("lambda:ListDurableExecutionsByFunction", function("f:7"))]),
+    ("lambda", "CheckpointDurableExecution",
+     {"DurableExecutionArn": function("f:1") + "/durable-execution/run/0a1b2c",
+      "CheckpointToken": "t",
+      "Updates": [{"Id": "1", "Type": "CHAINED_INVOKE", "Action": "START",
+                   "ChainedInvokeOptions": {"FunctionName": "other-fn"}}]},
+     Refused("ChainedInvokeOptions")),
     ("lambda", "Invoke", {"FunctionName": "resize"},
      [("lambda:InvokeFunction", function("resize"))]),
     ("lambda", "Invoke", {"FunctionName": "resize:prod"},
@@ -908,8 +926,8 @@ OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("lambda", "UpdateFunctionConfiguration"): {"Qualifier": None},
     ("lambda", "CreateFunction"): {"CodeSigningConfigArn": None},
     ("logs", "CreateLogAnomalyDetector"): {"tags": None},
-    ("lambda", "CreateEventSourceMapping"): {"Qualifier": None},
     ("logs", "StartQuery"): {"logGroupName": None},
+    ("lambda", "UpdateEventSourceMapping"): {"FunctionName": None},
 }
 
 

@@ -244,6 +244,7 @@ def _create_function(op: Operation, ctx: MappingContext) -> list[Access]:
         "CodeSigningConfigArn",
         "CapacityProviderConfig",
     )
+    _refuse_unmapped(op, op.params.get("DurableConfig"), "KMSKeyArn")
     code = _param(op, "Code")
     _refuse_unmapped(op, code, "ImageUri", "SourceKMSKeyArn")
     _param(op, "Role")  # required: CreateFunction always passes an execution role
@@ -268,6 +269,7 @@ def _update_function_configuration(op: Operation, ctx: MappingContext) -> list[A
     _refuse_unmapped(
         op, op.params, "VpcConfig", "FileSystemConfigs", "KMSKeyArn", "CapacityProviderConfig"
     )
+    _refuse_unmapped(op, op.params.get("DurableConfig"), "KMSKeyArn")
     out = [Access("lambda:UpdateFunctionConfiguration", _function(op, ctx)[0])]
     out += _pass_role(op)
     out += _layers(op)
@@ -280,17 +282,27 @@ def _publish_layer_version(op: Operation, ctx: MappingContext) -> list[Access]:
     return out
 
 
-def _create_event_source_mapping(op: Operation, ctx: MappingContext) -> list[Access]:
-    _refuse_unmapped(op, op.params, "KMSKeyArn")
-    _function_arn(op, ctx, qualifiable=True)  # the name must be valid even though IAM has no ARN
-    return [Access("lambda:CreateEventSourceMapping", "*")]
+# IAM scopes event source mappings to a function only by a condition (lambda:FunctionArn), and
+# the event source is then read (and its records deleted) with the function's role: a grant of
+# (action, ARN) pairs can say neither which function nor which source (found by review).
+_EVENT_SOURCE_MAPPING = (
+    "IAM scopes it to a function only by a condition, and the event source is read with the "
+    "function's role: neither can be expressed in a grant"
+)
 
 
 def _update_event_source_mapping(op: Operation, ctx: MappingContext) -> list[Access]:
     _refuse_unmapped(op, op.params, "KMSKeyArn")
     if op.params.get("FunctionName") is not None:
-        _function_arn(op, ctx, qualifiable=True)
+        _refuse(op, f"FunctionName moves the mapping to another function: {_EVENT_SOURCE_MAPPING}")
     return _on(_event_source_mapping)(op, ctx)
+
+
+def _checkpoint_durable_execution(op: Operation, ctx: MappingContext) -> list[Access]:
+    updates = op.params.get("Updates") or []
+    if any(isinstance(u, dict) and u.get("ChainedInvokeOptions") for u in updates):
+        _refuse(op, "ChainedInvokeOptions invokes another function, which is not mapped")
+    return _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE))(op, ctx)
 
 
 def _put_function_code_signing_config(op: Operation, ctx: MappingContext) -> list[Access]:
@@ -377,7 +389,6 @@ _RULES: dict[str, Rule] = {
     "ListLayers": _on(star),
     "ListLayerVersions": _on(star),
     # event source mappings
-    "CreateEventSourceMapping": _create_event_source_mapping,
     "GetEventSourceMapping": _on(_event_source_mapping),
     "UpdateEventSourceMapping": _update_event_source_mapping,
     "DeleteEventSourceMapping": _on(_event_source_mapping),
@@ -396,8 +407,8 @@ _RULES: dict[str, Rule] = {
     "GetDurableExecutionHistory": _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE)),
     "GetDurableExecutionState": _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE)),
     "StopDurableExecution": _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE)),
-    "CheckpointDurableExecution": _on(_arn_param("DurableExecutionArn", _DURABLE_EXECUTION_ARN_RE)),
-    "ListDurableExecutionsByFunction": _on(_function),
+    "CheckpointDurableExecution": _checkpoint_durable_execution,
+    "ListDurableExecutionsByFunction": _on(_qualified),
 }
 
 _NOT_IN_IAM = "the IAM reference does not list this operation, so it cannot be mapped exactly"
@@ -405,6 +416,7 @@ _CALLBACK = "the callback id is opaque, so the durable execution it acts on cann
 
 _REFUSED: dict[str, str] = {
     "InvokeAsync": "this deprecated API is not mapped",
+    "CreateEventSourceMapping": _EVENT_SOURCE_MAPPING,
     "CreateCapacityProvider": "it needs iam:PassRole and EC2 permissions that are not mapped",
     "UpdateCapacityProvider": "it can need iam:PassRole and EC2 permissions that are not mapped",
     "GetResourcePolicy": "its resource may be a function or a web function, and which one IAM "
