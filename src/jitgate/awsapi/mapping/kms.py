@@ -130,8 +130,12 @@ def _create_key(op: Operation, ctx: MappingContext) -> list[Access]:
 
 
 def _retire_grant(op: Operation, ctx: MappingContext) -> list[Access]:
-    if op.params.get("KeyId") is None:
-        _refuse(op, "without KeyId the key is the one the grant token refers to, which is opaque")
+    """KMS identifies the grant by GrantId and KeyId, or by a grant token alone: with a token
+    the grant (and its key) may be another than the KeyId given, so tokens are refused."""
+    if op.params.get("KeyId") is None or op.params.get("GrantId") is None:
+        _refuse(op, "the grant must be named by KeyId and GrantId (a grant token is opaque)")
+    if op.params.get("GrantToken") is not None:
+        _refuse(op, "GrantToken names a grant opaquely, perhaps on another key")
     return _on_key()(op, ctx)
 
 

@@ -157,7 +157,11 @@ def _kms_key_group(op: Operation, ctx: MappingContext) -> list[str]:
     return _group(op, ctx)
 
 
-_SOURCE_COMMAND_RE = re.compile(r"(?:^|\|)\s*source\b", re.IGNORECASE)
+# SOURCE at the start of any line (after comment lines too) or of a pipeline stage, and the
+# command's own form "SOURCE logGroups(" anywhere.
+_SOURCE_COMMAND_RE = re.compile(
+    r"(?:^|\|)\s*source\b|\bsource\s+loggroups\s*\(", re.IGNORECASE | re.MULTILINE
+)
 
 
 def _start_query(op: Operation, ctx: MappingContext) -> list[Access]:
