@@ -616,6 +616,7 @@ def test_ec2_is_named_but_only_named() -> None:
         ("s3", "PutBucketPolicy", False),
         ("s3", "DeleteObjects", True),
         ("s3", "CreateBucket", True),
+        ("s3", "RestoreObject", True),
         ("lambda", "Invoke", False),
         ("lambda", "InvokeAsync", False),
         ("lambda", "GetFunction", False),

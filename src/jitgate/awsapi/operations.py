@@ -98,7 +98,9 @@ _S3_WIRE_ALIASES: Final[Mapping[str, str]] = {
 }
 
 #: S3 operations whose (small, XML) body the mapping reads.
-_S3_BODY_OPERATIONS: Final[frozenset[str]] = frozenset({"DeleteObjects", "CreateBucket"})
+_S3_BODY_OPERATIONS: Final[frozenset[str]] = frozenset(
+    {"DeleteObjects", "CreateBucket", "RestoreObject"}
+)
 
 _JSON_CONTENT_TYPES: Final[frozenset[str]] = frozenset(
     {"application/x-amz-json-1.0", "application/x-amz-json-1.1"}

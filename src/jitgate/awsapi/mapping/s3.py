@@ -389,6 +389,16 @@ def _create_bucket(op: Operation, ctx: MappingContext) -> list[Access]:
     return accesses
 
 
+def _restore_object(op: Operation, ctx: MappingContext) -> list[Access]:
+    """A plain restore acts on its object; a SELECT restore writes its results wherever
+    OutputLocation says, with the caller's (jitgate's) rights: refused."""
+    request = op.params.get("RestoreRequest") or {}
+    chosen = [k for k in ("Type", "SelectParameters", "OutputLocation") if k in request]
+    if chosen:
+        raise _refuse(op, f"{chosen[0]} (a SELECT restore writing elsewhere) is not supported")
+    return _rule_access(op, RULES[op.name], ctx)
+
+
 _SPECIAL: Final[Mapping[str, Callable[[Operation, MappingContext], list[Access]]]] = (
     MappingProxyType(
         {
@@ -397,6 +407,7 @@ _SPECIAL: Final[Mapping[str, Callable[[Operation, MappingContext], list[Access]]
             "DeleteObjects": _delete_objects,
             "GetObjectAttributes": _get_object_attributes,
             "CreateBucket": _create_bucket,
+            "RestoreObject": _restore_object,
         }
     )
 )
