@@ -36,8 +36,11 @@ def answer_ok(connection: socket.socket, forwarded: Forwarded) -> None:
 
 
 class RecordingUpstream:
-    def __init__(self, respond: Respond = answer_ok) -> None:
+    def __init__(self, respond: Respond = answer_ok, *, read_body: bool = True) -> None:
+        """``read_body=False``: answer as soon as the head is read, as a server refusing an
+        upload at once does."""
         self.respond = respond
+        self.read_body = read_body
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.requests: list[Forwarded] = []
@@ -79,7 +82,7 @@ class RecordingUpstream:
                     headers[name.strip().lower()] = value.strip()
                 length = int(headers.get("content-length", "0"))
                 data = bytearray(body)
-                while len(data) < length:
+                while self.read_body and len(data) < length:
                     piece = connection.recv(65536)
                     if not piece:
                         break
@@ -89,6 +92,6 @@ class RecordingUpstream:
                 return
             with self._lock:
                 self.requests.append(forwarded)
-            if forwarded.complete:
+            if forwarded.complete or not self.read_body:
                 with contextlib.suppress(OSError):  # the peer may leave first
                     self.respond(connection, forwarded)

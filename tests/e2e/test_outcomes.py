@@ -113,7 +113,7 @@ def test_a_304_with_a_content_length_is_answered_and_recorded_as_a_304(
 ) -> None:
     def not_modified(connection: socket.socket, forwarded: Forwarded) -> None:
         connection.sendall(
-            b"HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\nContent-Length: 1234\r\n"
+            b'HTTP/1.1 304 Not Modified\r\nETag: "abc"\r\nContent-Length: 1234\r\n'
             b"x-amz-request-id: up-304\r\nConnection: close\r\n\r\n"
         )
 
@@ -149,45 +149,69 @@ def test_an_upstream_that_breaks_off_mid_response_is_recorded_with_what_was_sent
     assert "mid-response" in data["error"]
 
 
-def test_a_client_that_leaves_mid_download_stops_the_upstream_read(
-    upstream_answering,  # type: ignore[no-untyped-def]
-) -> None:
-    total = 512 * 1024 * 1024
-    sent_upstream: list[int] = []
+HUGE = 512 * 1024 * 1024
 
-    def huge(connection: socket.socket, forwarded: Forwarded) -> None:
+
+class EndlessObject:
+    """An upstream answering with a 512 MiB body, sent as fast as jitgate reads it; it notes
+    how much it got out before jitgate stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def __call__(self, connection: socket.socket, forwarded: Forwarded) -> None:
         connection.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nx-amz-request-id: up-big\r\n\r\n" % total
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nx-amz-request-id: up-big\r\n\r\n" % HUGE
         )
         piece = b"y" * (1024 * 1024)
         sent = 0
         try:
-            while sent < total:
+            while sent < HUGE:
                 connection.sendall(piece)
                 sent += len(piece)
         finally:
-            sent_upstream.append(sent)
+            self.sent.append(sent)
 
-    _, stack = upstream_answering(huge)
-    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
-    target, headers = signed_get(stack, grant.creds)
+    def stopped_early(self) -> bool:
+        deadline = time.monotonic() + 5
+        while not self.sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return bool(self.sent) and self.sent[0] < HUGE // 4
+
+
+def start_download(stack: Stack, creds: dict[str, str], *, small_buffer: bool) -> socket.socket:
+    target, headers = signed_get(stack, creds)
     lines = [b"GET " + target + b" HTTP/1.1"]
     lines += [f"{name}: {value}".encode() for name, value in headers]
-    with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
-        sock.sendall(b"\r\n".join([*lines, b"", b""]))
-        received = 0
-        while received < 2 * 1024 * 1024:
-            received += len(sock.recv(65536))
+    sock = socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10)
+    if small_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall(b"\r\n".join([*lines, b"", b""]))
+    return sock
+
+
+def read_some(sock: socket.socket, at_least: int) -> int:
+    received = 0
+    while received < at_least:
+        received += len(sock.recv(65536))
+    return received
+
+
+def test_a_client_that_leaves_mid_download_stops_the_upstream_read(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    endless = EndlessObject()
+    _, stack = upstream_answering(endless)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    with start_download(stack, grant.creds, small_buffer=False) as sock:
+        received = read_some(sock, 2 * 1024 * 1024)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     data = outcome(stack, grant.id).data
     assert data["status"] == 499, data
     assert data["error"] == "the client left mid-response"
     assert data["upstream_request_id"] == "up-big"
-    assert received <= data["bytes_out"] < total // 4
-    deadline = time.monotonic() + 5
-    while not sent_upstream and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sent_upstream and sent_upstream[0] < total // 4  # jitgate stopped reading
+    assert received <= data["bytes_out"] < HUGE // 4
+    assert endless.stopped_early()  # jitgate stopped reading
 
 
 def test_a_client_that_stops_reading_gives_back_its_upstream_connection(
@@ -197,39 +221,16 @@ def test_a_client_that_stops_reading_gives_back_its_upstream_connection(
     """A client that keeps its connection open but reads nothing more would otherwise hold a
     pooled AWS connection for ever (256 such calls and nobody else gets through)."""
     monkeypatch.setattr(gateway_app, "CLIENT_STALL_SECONDS", 0.5)
-    total = 512 * 1024 * 1024
-    sent_upstream: list[int] = []
-
-    def huge(connection: socket.socket, forwarded: Forwarded) -> None:
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
-        piece = b"w" * (1024 * 1024)
-        sent = 0
-        try:
-            while sent < total:
-                connection.sendall(piece)
-                sent += len(piece)
-        finally:
-            sent_upstream.append(sent)
-
-    _, stack = upstream_answering(huge)
+    endless = EndlessObject()
+    _, stack = upstream_answering(endless)
     grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
-    target, headers = signed_get(stack, grant.creds)
-    lines = [b"GET " + target + b" HTTP/1.1"]
-    lines += [f"{name}: {value}".encode() for name, value in headers]
-    with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.sendall(b"\r\n".join([*lines, b"", b""]))
-        received = 0
-        while received < 1024 * 1024:
-            received += len(sock.recv(65536))
+    with start_download(stack, grant.creds, small_buffer=True) as sock:
+        read_some(sock, 1024 * 1024)
         data = outcome(stack, grant.id).data  # while the client still holds the connection
     assert data["status"] == 499, data
     assert data["error"] == "the client stopped reading for 0.5 s"
-    assert data["bytes_out"] < total // 4
-    deadline = time.monotonic() + 5
-    while not sent_upstream and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sent_upstream and sent_upstream[0] < total // 4
+    assert data["bytes_out"] < HUGE // 4
+    assert endless.stopped_early()
 
 
 def test_an_allowed_event_that_could_not_be_synced_records_that_nothing_was_forwarded(
@@ -276,14 +277,8 @@ def test_a_call_still_running_when_jitgate_stops_records_its_outcome(make_stack)
     try:
         stack = make_stack(upstream=upstream.url, shutdown_grace=0.3)
         grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
-        target, headers = signed_get(stack, grant.creds)
-        lines = [b"GET " + target + b" HTTP/1.1"]
-        lines += [f"{name}: {value}".encode() for name, value in headers]
-        with socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10) as sock:
-            sock.sendall(b"\r\n".join([*lines, b"", b""]))
-            received = 0
-            while received < 500_000:
-                received += len(sock.recv(65536))
+        with start_download(stack, grant.creds, small_buffer=False) as sock:
+            received = read_some(sock, 500_000)
             stack.thread.stop()  # cancels the call after its grace, then stops the writer
         events = stack.events(grant.id)
     finally:

@@ -311,9 +311,8 @@ def test_two_approvers_racing_produce_one_activation(
         other_core.close()
 
 
-def test_two_approvals_needed_from_distinct_approvers(
-    core: Jitgate, home: Path, database_url: str, clock: FakeClock, approver_token
-) -> None:
+def two_person_core(home: Path, database_url: str, clock: FakeClock) -> Jitgate:
+    """A core whose policy wants two approvals for every request."""
     (home / "policy.cedar").write_text(
         """
 @id("two-person-writes")
@@ -323,7 +322,13 @@ permit (principal, action, resource);
 """,
         encoding="utf-8",
     )
-    two = build_core(home, database_url, clock)
+    return build_core(home, database_url, clock)
+
+
+def test_two_approvals_needed_from_distinct_approvers(
+    core: Jitgate, home: Path, database_url: str, clock: FakeClock, approver_token
+) -> None:
+    two = two_person_core(home, database_url, clock)
     try:
         _, token = two.identity.create_agent("agent-9")
         agent = two.identity.authenticate(token)
@@ -346,16 +351,7 @@ def test_an_approval_stops_counting_once_its_approver_is_disabled(
 ) -> None:
     """Two-person approval means two people who may approve now: an approver disabled after
     voting (left the company, account compromised) no longer makes up half of the quorum."""
-    (home / "policy.cedar").write_text(
-        """
-@id("two-person-writes")
-@approval("required")
-@approvers("2")
-permit (principal, action, resource);
-""",
-        encoding="utf-8",
-    )
-    two = build_core(home, database_url, clock)
+    two = two_person_core(home, database_url, clock)
     try:
         _, token = two.identity.create_agent("agent-10")
         agent = two.identity.authenticate(token)
