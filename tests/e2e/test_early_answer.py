@@ -51,3 +51,21 @@ def test_an_upload_refused_early_by_the_upstream_gets_the_upstreams_answer(
     (completed,) = [e.data for e in events if e.type == "call.completed"]
     assert completed["status"] == 403
     assert completed["upstream_request_id"] == "up-403"
+
+
+def test_an_upload_to_an_upstream_that_never_says_continue_is_sent_after_a_wait(
+    make_stack,  # type: ignore[no-untyped-def]
+) -> None:
+    """The recording upstream ignores Expect: 100-continue and waits for the body, as some
+    servers do: after a second jitgate sends it anyway (aiohttp alone would wait for ever)."""
+    upstream = RecordingUpstream()
+    try:
+        stack = make_stack(upstream=upstream.url)
+        grant = stack.grant(["s3:PutObject"], [object_arn("patient.bin")])
+        body = b"p" * (2 * 1024 * 1024)  # botocore asks for 100 Continue above 1 MiB
+        stack.client("s3", grant.creds).put_object(Bucket="reports", Key="patient.bin", Body=body)
+        (forwarded,) = upstream.wait(1)
+    finally:
+        upstream.close()
+    assert forwarded.headers.get("expect") == "100-continue"
+    assert forwarded.complete and forwarded.body == body

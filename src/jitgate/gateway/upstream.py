@@ -13,9 +13,25 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.session
+from aiohttp.connector import Connection
 from botocore.credentials import Credentials as BotoCredentials
 
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
+# How long an upload that asked for "100 Continue" waits for it before sending its body anyway,
+# as botocore and curl do (RFC 9110 10.1.1: a server may never answer it). aiohttp alone waits
+# for ever, so an upstream that ignores the header would hang the upload.
+CONTINUE_WAIT_SECONDS = 1.0
+
+
+class _ContinueAfterWait(aiohttp.ClientRequest):
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        waiting = self._continue
+        if waiting is not None:
+            timer = self.loop.call_later(
+                CONTINUE_WAIT_SECONDS, lambda: waiting.done() or waiting.set_result(True)
+            )
+            waiting.add_done_callback(lambda _: timer.cancel())
+        return await super().send(conn)
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class Upstream:
                 connector=connector,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
+                request_class=_ContinueAfterWait,
                 # connect: waiting for a pooled connection (all may be busy with slow calls)
                 # plus opening one; then no silence longer than sock_read. No total: a 1 GiB
                 # object may take minutes.
