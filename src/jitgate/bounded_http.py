@@ -2,10 +2,11 @@
 
 httptools puts no limit on the request line and headers: it keeps appending what arrives until
 the blank line, so one unauthenticated connection sending endless header bytes grew jitgate by
-hundreds of MiB (four 128 MiB headers: RSS 157 -> 1,294 MiB; found by review). Here a head that
-has not ended within ``MAX_HEAD_BYTES`` is answered once and the connection closed, so a
-connection holds at most that plus one socket read. (h11, uvicorn's other parser, has such a
-limit, but costs the hot path more.)
+hundreds of MiB (four 128 MiB headers: RSS 157 -> 1,294 MiB; found by review); a chunked body's
+trailers, which it reports as headers, grew without end the same way. Here a head (or trailer
+section) that has not ended within ``MAX_HEAD_BYTES`` is answered once and the connection
+closed, so a connection holds at most that plus one socket read. (h11, uvicorn's other parser,
+has such a limit, but costs the hot path more.)
 """
 
 from __future__ import annotations
@@ -23,34 +24,46 @@ MAX_HEAD_BYTES = 64 * 1024
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
+    """Bytes that arrive without completing a head, delivering body or ending a message are
+    bytes httptools keeps: a request line and headers that never end, or a chunked body's
+    trailers (httptools reports them as headers, uvicorn appends them to the request's). Past
+    ``max_head_bytes`` of those in a row the connection is answered and closed."""
+
     max_head_bytes = MAX_HEAD_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = True  # waiting for the end of a request's headers
-        self._head_bytes = 0
+        self._kept_bytes = 0  # bytes received since the last sign of progress
+        self._progress = False
 
     def data_received(self, data: bytes) -> None:
+        self._progress = False
         super().data_received(data)
-        if not self._in_head or self.transport.is_closing():
+        if self._progress:
+            self._kept_bytes = 0
             return
-        # The head has not ended with this piece: count it (pieces that completed a head
-        # were not counted, so a body arriving with its headers never adds to the count).
-        self._head_bytes += len(data)
-        if self._head_bytes > self.max_head_bytes:
+        if self.transport.is_closing():
+            return
+        self._kept_bytes += len(data)
+        if self._kept_bytes > self.max_head_bytes:
             peer = self.client[0] if self.client else "unknown"
-            log.warning("refused a request head over %d bytes from %s", self.max_head_bytes, peer)
+            log.warning(
+                "refused a request head or trailer over %d bytes from %s", self.max_head_bytes, peer
+            )
             self.transport.write(self.refusal())
             self.transport.close()
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = 0
+        self._progress = True
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._progress = True
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._progress = True
+        super().on_message_complete()
 
     def refusal(self) -> bytes:
         return _response(

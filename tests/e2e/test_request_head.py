@@ -19,16 +19,22 @@ from .conftest import Stack, object_arn
 pytestmark = pytest.mark.slow
 
 
-def send_endless_header(url: str) -> tuple[int, bytes]:
-    """Send one header that never ends, in 16 KiB pieces, until the server hangs up.
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+# A chunked body whose trailer section never ends: httptools reports trailers as headers.
+TRAILER = b"POST /v1/grants HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+
+
+def send_endless_header(
+    url: str, start: bytes = HEAD, piece: bytes = b"a" * 16384
+) -> tuple[int, bytes]:
+    """Send ``start``, then ``piece`` again and again, until the server hangs up.
 
     Returns how many bytes got out, and the answer."""
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
     sent = 0
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-        piece = b"a" * 16384
+        sock.sendall(start)
         try:
             while sent < 64 * 1024 * 1024:
                 sock.sendall(piece)
@@ -57,6 +63,18 @@ def test_an_endless_header_is_cut_off_on_the_control_plane(stack: Stack) -> None
     assert sent < 4 * 1024 * 1024
     if answer:
         assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [b"a" * 16384, b"X-T: " + b"t" * 100 + b"\r\n"],
+    ids=["one-endless-trailer", "endless-trailers"],
+)
+def test_an_endless_trailer_section_is_cut_off(stack: Stack, piece: bytes) -> None:
+    for url in (stack.control_url, stack.aws_url):
+        start = TRAILER if piece.startswith(b"X-T") else TRAILER + b"X-Pad: "
+        sent, _ = send_endless_header(url, start, piece * (16384 // len(piece) or 1))
+        assert sent < 4 * 1024 * 1024, url
 
 
 def test_heads_up_to_the_limit_and_large_bodies_still_go_through(stack: Stack) -> None:
