@@ -7,12 +7,25 @@ trailers, which it reports as headers, grew without end the same way. Here a hea
 section) that has not ended within ``MAX_HEAD_BYTES`` is answered once and the connection
 closed, so a connection holds at most that plus one socket read. (h11, uvicorn's other parser,
 has such a limit, but costs the hot path more.)
+
+Three more holes of the same kind (found in re-review), closed here too:
+
+- Headers are counted: 64 KiB of five-byte headers (``ab:``) became ~1.4 MiB of Python tuples.
+- A head must end within ``HEAD_TIMEOUT_SECONDS`` of its first byte (or of the connection's
+  opening): uvicorn times out only idle keep-alive connections, so a few hundred connections
+  each holding half a head stayed open for ever.
+- Pipelined requests queue behind the one in flight; uvicorn queues every one that arrives, and
+  a client streaming tiny requests without reading grew jitgate by over 1 GiB. SDKs never
+  pipeline: past ``MAX_PIPELINED`` queued requests the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
+from xml.sax.saxutils import escape
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -21,6 +34,13 @@ log = logging.getLogger(__name__)
 # A request line plus headers. AWS allows 8 KiB of S3 user metadata and SDKs send about 2 KiB
 # of other headers; a presigned URL is a few KiB. nginx refuses beyond 32 KiB by default.
 MAX_HEAD_BYTES = 64 * 1024
+# Headers in one head (or trailer section). An SDK sends about 15; S3's 2 KiB of user metadata
+# fits in at most ~150 (Apache's default limit is 100).
+MAX_HEADERS = 256
+# From a connection's opening, or a request's first byte, to the end of its head (nginx: 60 s).
+HEAD_TIMEOUT_SECONDS = 30.0
+# Requests waiting behind the one being answered on a connection.
+MAX_PIPELINED = 16
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -30,11 +50,25 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     ``max_head_bytes`` of those in a row the connection is answered and closed."""
 
     max_head_bytes = MAX_HEAD_BYTES
+    max_headers = MAX_HEADERS
+    head_timeout_seconds = HEAD_TIMEOUT_SECONDS
+    max_pipelined = MAX_PIPELINED
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._kept_bytes = 0  # bytes received since the last sign of progress
         self._progress = False
+        self._header_count = 0  # in this message's head and trailer section
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_started = False  # a byte of the awaited head has arrived
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._progress = False
@@ -46,16 +80,35 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return
         self._kept_bytes += len(data)
         if self._kept_bytes > self.max_head_bytes:
-            peer = self.client[0] if self.client else "unknown"
-            log.warning(
-                "refused a request head or trailer over %d bytes from %s", self.max_head_bytes, peer
-            )
-            self.transport.write(self.refusal())
-            self.transport.close()
+            limit = f"larger than {self.max_head_bytes} bytes"
+            self._refuse(f"a request head or trailer {limit}", self.too_large(limit))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+        self._head_started = True
+        self._arm_head_deadline()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            limit = f"more than {self.max_headers} headers"
+            self._refuse(f"a request head or trailer with {limit}", self.too_large(limit))
+            # Stops httptools mid-feed; uvicorn's own 400 is then skipped (send_400_response).
+            raise _HeadRefused(limit)
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._progress = True
+        self._disarm_head_deadline()
         super().on_headers_complete()
+        if len(self.pipeline) > self.max_pipelined:
+            # Nothing is written: answers on a pipelined connection must come in order, and the
+            # one in flight may be mid-response. Closing cancels it and drops the queue.
+            limit = f"more than {self.max_pipelined} pipelined requests"
+            self._refuse(limit, None)
+            self.pipeline.clear()
+            raise _HeadRefused(limit)  # and the rest of this read is not parsed
 
     def on_body(self, body: bytes) -> None:
         self._progress = True
@@ -65,26 +118,80 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._progress = True
         super().on_message_complete()
 
-    def refusal(self) -> bytes:
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # unless a refusal already went out
+            super().send_400_response(msg)
+
+    def _refuse(self, what: str, answer: bytes | None) -> None:
+        if self.transport.is_closing():
+            return
+        peer = self.client[0] if self.client else "unknown"
+        log.warning("closed a connection from %s: %s", peer, what)
+        if answer is not None:
+            self.transport.write(answer)
+        self.transport.close()
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(self.head_timeout_seconds, self._head_timed_out)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        what = f"no complete request head within {self.head_timeout_seconds:g} s"
+        # A connection that never sent a byte is hung up on quietly, and nothing may be written
+        # while an earlier request on the connection is still being answered.
+        in_flight = self.cycle is not None and not self.cycle.response_complete
+        quiet = not self._head_started or in_flight
+        self._refuse(what, None if quiet else self.timed_out(what))
+
+    def too_large(self, limit: str) -> bytes:
+        message = f"the request line and headers (or trailers) are {limit}"
         return _response(
             b"431 Request Header Fields Too Large",
             b"application/json",
-            b'{"error": "request_head_too_large", "message": "the request line and headers '
-            b'are larger than %d bytes"}' % self.max_head_bytes,
+            json.dumps({"error": "request_head_too_large", "message": message}).encode(),
+        )
+
+    def timed_out(self, what: str) -> bytes:
+        return _response(
+            b"408 Request Timeout",
+            b"application/json",
+            json.dumps({"error": "request_timeout", "message": what}).encode(),
         )
 
 
 class AwsBoundedHeadProtocol(BoundedHeadProtocol):
-    """The AWS endpoint's: refused as S3 refuses a head that is too large."""
+    """The AWS endpoint's: refused as S3 refuses such requests, in XML."""
 
-    def refusal(self) -> bytes:
+    def too_large(self, limit: str) -> bytes:
+        message = f"Your request header section is {limit}."
         return _response(
             b"400 Bad Request",
             b"application/xml",
-            b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>RequestHeaderSectionTooLarge'
-            b"</Code><Message>Your request header section exceeds the maximum allowed size "
-            b"(%d bytes).</Message></Error>" % self.max_head_bytes,
+            _xml_error("RequestHeaderSectionTooLarge", message),
         )
+
+    def timed_out(self, what: str) -> bytes:
+        message = f"Your socket connection was closed: {what}."
+        return _response(
+            b"400 Bad Request", b"application/xml", _xml_error("RequestTimeout", message)
+        )
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a refused head."""
+
+
+def _xml_error(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+    ).encode()
 
 
 def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:

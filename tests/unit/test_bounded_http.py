@@ -1,0 +1,170 @@
+"""The listeners' HTTP protocol refuses heads that would make jitgate keep what a client sends.
+
+Each case here was an attack found in review, written as a test before the fix: many tiny
+headers (memory ~22x the bytes sent), heads that never end (connections held for ever), and
+pipelined requests that queue without limit (20 connections grew jitgate by 1.4 GiB). A plain
+ASGI app behind the real protocol (uvicorn in a thread) is the server; a raw socket the client.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from jitgate.bounded_http import (
+    MAX_HEADERS,
+    MAX_PIPELINED,
+    AwsBoundedHeadProtocol,
+    BoundedHeadProtocol,
+)
+from jitgate.sandbox.moto import free_port
+
+RELEASE = threading.Event()  # /slow answers once this is set
+
+
+async def app(scope: dict, receive: object, send: object) -> None:
+    assert scope["type"] == "http"
+    if scope["path"] == "/slow":
+        while not RELEASE.is_set():
+            await _sleep()
+    body = scope["path"].encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,  # type: ignore[operator]
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+async def _sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+class QuickHeadTimeout(BoundedHeadProtocol):
+    head_timeout_seconds = 0.3
+
+
+class QuickHeadTimeoutAws(AwsBoundedHeadProtocol):
+    head_timeout_seconds = 0.3
+
+
+def _serve(protocol: type) -> Iterator[int]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=protocol, log_level="critical", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def control_port() -> Iterator[int]:
+    yield from _serve(QuickHeadTimeout)
+
+
+@pytest.fixture(scope="module")
+def aws_port() -> Iterator[int]:
+    yield from _serve(QuickHeadTimeoutAws)
+
+
+@pytest.fixture(autouse=True)
+def _released() -> Iterator[None]:
+    RELEASE.clear()
+    yield
+    RELEASE.set()
+
+
+def exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Send ``data`` and read until the server closes; a server that never does fails."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        if data:
+            sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"the connection was still open after {wait} s; got {answer[:200]!r}")
+    return answer
+
+
+def head(headers: int) -> bytes:
+    lines = b"".join(b"h%d:\r\n" % i for i in range(headers))
+    return b"GET /ok HTTP/1.1\r\nHost: x\r\n" + lines + b"Connection: close\r\n\r\n"
+
+
+def test_a_head_with_too_many_headers_is_refused(control_port: int, aws_port: int) -> None:
+    answer = exchange(control_port, head(MAX_HEADERS + 50))
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b"more than %d headers" % MAX_HEADERS in answer
+    answer = exchange(aws_port, head(MAX_HEADERS + 50))
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>RequestHeaderSectionTooLarge</Code>" in answer
+
+
+def test_a_head_within_the_header_limit_is_answered(control_port: int) -> None:
+    answer = exchange(control_port, head(MAX_HEADERS - 10))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"/ok")
+
+
+def test_a_head_that_stops_arriving_is_timed_out(control_port: int, aws_port: int) -> None:
+    answer = exchange(control_port, b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Half: ")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"no complete request head within 0.3 s" in answer
+    answer = exchange(aws_port, b"GET /ok HTTP/1.1\r\nHost")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>RequestTimeout</Code>" in answer
+
+
+def test_a_connection_that_sends_nothing_is_closed_quietly(control_port: int) -> None:
+    assert exchange(control_port, b"") == b""
+
+
+def test_a_connection_kept_alive_between_requests_still_works(control_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", control_port), timeout=5) as sock:
+        for path in (b"/a", b"/b"):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(path)
+            time.sleep(0.5)  # longer than the head timeout: only an unfinished head is timed
+
+
+def test_too_many_pipelined_requests_close_the_connection(control_port: int) -> None:
+    tiny = b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = exchange(control_port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + tiny * 2000)
+    assert answer == b""  # closed without answering: the in-flight answer would come first
+
+
+def test_a_few_pipelined_requests_are_answered_in_order(control_port: int) -> None:
+    tiny = [
+        b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(MAX_PIPELINED - 1)
+    ]  # + /end: a full queue
+    last = b"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    RELEASE.set()
+    answer = exchange(
+        control_port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(tiny) + last
+    )
+    paths = [part.rsplit(b"\r\n\r\n", 1)[-1] for part in answer.split(b"HTTP/1.1 200 OK")[1:]]
+    assert paths == [b"/slow", *[b"/p%d" % i for i in range(MAX_PIPELINED - 1)], b"/end"]
