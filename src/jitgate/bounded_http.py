@@ -27,7 +27,7 @@ import logging
 from typing import Any
 from xml.sax.saxutils import escape
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._header_count = 0  # in this message's head and trailer section
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_started = False  # a byte of the awaited head has arrived
+        self._running: RequestResponseCycle | None = None  # the request being answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,6 +70,17 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
         super().connection_lost(exc)
+        # uvicorn tells only the newest request on the connection that the client left; with
+        # one pipelined behind it, the request being answered never heard (its response went
+        # on streaming for nobody; found in re-review).
+        running = self._running
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         self._progress = False

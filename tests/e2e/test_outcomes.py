@@ -179,14 +179,17 @@ class EndlessObject:
         return bool(self.sent) and self.sent[0] < HUGE // 4
 
 
-def start_download(stack: Stack, creds: dict[str, str], *, small_buffer: bool) -> socket.socket:
+def start_download(
+    stack: Stack, creds: dict[str, str], *, small_buffer: bool, then: bytes = b""
+) -> socket.socket:
+    """Ask for the object; ``then`` is pipelined after the request."""
     target, headers = signed_get(stack, creds)
     lines = [b"GET " + target + b" HTTP/1.1"]
     lines += [f"{name}: {value}".encode() for name, value in headers]
     sock = socket.create_connection(("127.0.0.1", port_of(stack)), timeout=10)
     if small_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    sock.sendall(b"\r\n".join([*lines, b"", b""]))
+    sock.sendall(b"\r\n".join([*lines, b"", b""]) + then)
     return sock
 
 
@@ -212,6 +215,27 @@ def test_a_client_that_leaves_mid_download_stops_the_upstream_read(
     assert data["upstream_request_id"] == "up-big"
     assert received <= data["bytes_out"] < HUGE // 4
     assert endless.stopped_early()  # jitgate stopped reading
+
+
+def test_a_client_that_leaves_with_a_request_pipelined_is_noticed_too(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    """uvicorn marked only the newest request on a connection as disconnected, so the call in
+    flight streamed on for nobody (or failed on the closed socket and was recorded as
+    jitgate's own failure, with no request id; found in re-review)."""
+    endless = EndlessObject()
+    _, stack = upstream_answering(endless)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    then = b"GET /reports/other.csv HTTP/1.1\r\nHost: x\r\n\r\n"
+    with start_download(stack, grant.creds, small_buffer=False, then=then) as sock:
+        received = read_some(sock, 2 * 1024 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    data = outcome(stack, grant.id).data
+    assert data["status"] == 499, data
+    assert data["error"] == "the client left mid-response"
+    assert data["upstream_request_id"] == "up-big"
+    assert received <= data["bytes_out"] < HUGE // 4
+    assert endless.stopped_early()
 
 
 def test_a_client_that_stops_reading_gives_back_its_upstream_connection(

@@ -112,6 +112,7 @@ class Call:
     bytes_out: int = 0  # response body bytes handed to the client
     status: int = 0  # the status answered, once the response has started
     ended_early: str | None = None  # why the response was cut short on the client's side
+    upstream_request_id: str | None = None  # the id AWS gave the call, once it answered
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -263,6 +264,8 @@ class AwsEndpoint:
                 self._record_outcome(
                     call, call.status or 500, error="jitgate failed to forward the call"
                 )
+            if call.status:
+                return  # the response had begun: uvicorn closes the connection, cutting it short
             await self._send_error(
                 call,
                 AwsError(
@@ -272,7 +275,6 @@ class AwsEndpoint:
             )
         finally:
             self.buffered.give(call.buffered)
-
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -544,16 +546,10 @@ class AwsEndpoint:
         )
         await send({"type": "http.response.body", "body": body})
         call.bytes_out = len(body)
-        self._record_outcome(call, 200, upstream_id=call.request_id)
+        call.upstream_request_id = call.request_id  # answered by jitgate itself
+        self._record_outcome(call, 200)
 
-    def _record_outcome(
-        self,
-        call: Call,
-        status: int,
-        *,
-        upstream_id: str | None = None,
-        error: str | None = None,
-    ) -> None:
+    def _record_outcome(self, call: Call, status: int, *, error: str | None = None) -> None:
         grant = call.grant
         assert grant is not None
         data = {
@@ -564,7 +560,7 @@ class AwsEndpoint:
             "bytes_in": call.bytes_in,
             "bytes_out": call.bytes_out,
             "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-            "upstream_request_id": upstream_id,
+            "upstream_request_id": call.upstream_request_id,
         }
         if error:
             data["error"] = error
@@ -666,7 +662,6 @@ class AwsEndpoint:
             # the 100 reaches the client only when AWS sends one. An upload AWS refuses at once
             # (403, 400) is then answered with AWS's own error, its body never sent.
             expect_continue = "100-continue" in headers.get("expect", "").lower()
-        upstream_id: str | None = None
         try:
             async with self.upstream.session.request(
                 call.method,
@@ -676,13 +671,11 @@ class AwsEndpoint:
                 allow_redirects=False,
                 expect100=expect_continue,
             ) as response:
-                upstream_id = response.headers.get("x-amz-request-id") or response.headers.get(
-                    "x-amzn-requestid"
-                )
+                call.upstream_request_id = response.headers.get(
+                    "x-amz-request-id"
+                ) or response.headers.get("x-amzn-requestid")
                 await self._relay(call, response, receive, send)
-            self._record_outcome(
-                call, call.status, upstream_id=upstream_id, error=call.ended_early
-            )
+            self._record_outcome(call, call.status, error=call.ended_early)
         except _BodyRejected as exc:
             self._record_outcome(call, 400, error=exc.error.message)
             raise exc.error from None
@@ -693,12 +686,7 @@ class AwsEndpoint:
                 raise rejection.error from None
             if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
-                self._record_outcome(
-                    call,
-                    502,
-                    upstream_id=upstream_id,
-                    error=f"upstream failed mid-response: {exc}",
-                )
+                self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
                 return
             self._record_outcome(call, 502, error=f"upstream failed: {exc}")
             raise AwsError(
@@ -723,29 +711,15 @@ class AwsEndpoint:
             # Answered before the request body was read (the upstream refused it at once):
             # unread body bytes must never be parsed as the next request.
             response_headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        call.status = status
-        left = response.content_length
-        gone: asyncio.Task[None] | None = None
-        body_done = call.body_read or not _may_have_body(call.headers)
-        if body_done and (left is None or left > STREAM_CHUNK) and call.method != "HEAD":
-            # More than one piece to send: watch for the client leaving, since sending to a
-            # closed connection fails silently and the rest would be read from AWS for nobody.
-            gone = asyncio.ensure_future(_disconnected(receive))
-        loop = asyncio.get_running_loop()
+        send = _to_client(send)
         stall = asyncio.timeout(None)  # armed only while a piece waits for the client
         try:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": response_headers}
+            )
+            call.status = status
             async with stall:
-                async for chunk in response.content.iter_chunked(STREAM_CHUNK):
-                    if gone is not None:
-                        if gone.done():
-                            raise _ClientGone
-                        stall.reschedule(loop.time() + CLIENT_STALL_SECONDS)
-                    call.bytes_out += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    if gone is not None:
-                        stall.reschedule(None)
-                await send({"type": "http.response.body", "body": b""})
+                await self._stream_body(call, response, receive, send, stall)
         except _ClientGone:
             self._ended_early(call, response, "the client left mid-response")
         except TimeoutError:
@@ -754,12 +728,39 @@ class AwsEndpoint:
             self._ended_early(
                 call, response, f"the client stopped reading for {CLIENT_STALL_SECONDS:g} s"
             )
+
+    async def _stream_body(
+        self,
+        call: Call,
+        response: aiohttp.ClientResponse,
+        receive: Receive,
+        send: Send,
+        stall: asyncio.Timeout,
+    ) -> None:
+        left = response.content_length
+        gone: asyncio.Task[None] | None = None
+        body_done = call.body_read or not _may_have_body(call.headers)
+        if body_done and (left is None or left > STREAM_CHUNK) and call.method != "HEAD":
+            # More than one piece to send: watch for the client leaving, since sending to a
+            # closed connection fails silently and the rest would be read from AWS for nobody.
+            gone = asyncio.ensure_future(_disconnected(receive))
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+                if gone is not None:
+                    if gone.done():
+                        raise _ClientGone
+                    stall.reschedule(loop.time() + CLIENT_STALL_SECONDS)
+                call.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if gone is not None:
+                    stall.reschedule(None)
+            await send({"type": "http.response.body", "body": b""})
         finally:
             if gone is not None and not gone.done():
                 gone.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
-
 
     def _ended_early(self, call: Call, response: aiohttp.ClientResponse, why: str) -> None:
         response.close()  # the rest is not read from AWS
@@ -775,6 +776,19 @@ class _Rejection:
 
 class _ClientGone(Exception):
     """The client closed its connection before the whole response was sent."""
+
+
+def _to_client(send: Send) -> Send:
+    """``send``, raising ``_ClientGone`` where the server fails to write to a closed connection
+    (uvloop raises RuntimeError, a socket OSError) instead of noting the client left."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        try:
+            await send(message)
+        except (RuntimeError, OSError) as exc:
+            raise _ClientGone from exc
+
+    return sending
 
 
 async def _disconnected(receive: Receive) -> None:
