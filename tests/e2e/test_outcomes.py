@@ -14,6 +14,7 @@ Found by review; before each fix the record was wrong or missing:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -312,3 +313,51 @@ def test_a_call_still_running_when_jitgate_stops_records_its_outcome(make_stack)
     assert len(completed) == 1, [(e.type, e.data) for e in events]
     assert completed[0]["error"] == "jitgate stopped before the call finished"
     assert completed[0]["status"] == 200 and completed[0]["bytes_out"] >= received
+
+
+def test_a_call_whose_allowed_event_is_still_being_synced_when_jitgate_stops_says_so(
+    make_stack,  # type: ignore[no-untyped-def]
+) -> None:
+    """Cancelled while waiting for its call.allowed to reach the disk, a call was left with an
+    allowed event and no outcome, and its client got uvicorn's bare 500 (found in re-review)."""
+    upstream = RecordingUpstream(lambda connection, forwarded: None)
+    try:
+        stack = make_stack(upstream=upstream.url, shutdown_grace=0.3)
+        batcher = stack.thread.endpoint.batcher  # type: ignore[union-attr]
+        if not hasattr(batcher, "_fsync_wal"):
+            pytest.skip("the SQLite writer syncs its log itself")
+        grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+        slow_disk, released = threading.Event(), threading.Event()
+        real_fsync = batcher._fsync_wal
+
+        def slow_fsync() -> None:
+            if slow_disk.is_set():
+                released.wait(5)
+            real_fsync()
+
+        batcher._fsync_wal = slow_fsync
+        slow_disk.set()
+        target, headers = signed_get(stack, grant.creds)
+        caller = threading.Thread(
+            target=lambda: _ignore_errors(raw_request, port_of(stack), "GET", target, headers)
+        )
+        caller.start()
+        time.sleep(0.5)  # the call waits on the sync
+        threading.Timer(1.0, released.set).start()  # the disk comes back while jitgate stops
+        stack.thread.stop()
+        caller.join(10)
+        events = stack.events(grant.id)
+    finally:
+        released.set()
+        upstream.close()
+    assert [e.type for e in events] == ["call.allowed", "call.completed"], events
+    data = events[1].data
+    assert data["request_id"] == events[0].data["request_id"]
+    assert data["status"] == 503
+    assert data["error"] == "not forwarded: jitgate stopped while recording the call"
+    assert upstream.wait(1, timeout=0.3) == []
+
+
+def _ignore_errors(function, *args) -> None:  # type: ignore[no-untyped-def]
+    with contextlib.suppress(OSError):
+        function(*args)

@@ -106,6 +106,7 @@ class Call:
     body_read: bool = False  # the whole request body has been received
     authenticated: bool = False  # the signature and session token checked out
     allowed: bool = False  # its call.allowed event is written
+    recording: bool = False  # its call.allowed event was handed to the audit writer
     buffered: int = 0  # bytes of its body held in memory (counted in the endpoint's budget)
     outcome_recorded: bool = False
     bytes_in: int = 0  # request body bytes received from the client
@@ -256,6 +257,12 @@ class AwsEndpoint:
             if call.allowed and not call.outcome_recorded:
                 self._record_outcome(
                     call, call.status or 503, error="jitgate stopped before the call finished"
+                )
+            elif call.recording and not call.outcome_recorded:
+                # Its call.allowed may still be written (it is queued ahead of this outcome);
+                # if it is not, the outcome names a request id nothing else does.
+                self._record_outcome(
+                    call, 503, error="not forwarded: jitgate stopped while recording the call"
                 )
             raise
         except Exception:
@@ -417,6 +424,7 @@ class AwsEndpoint:
                 elif used is not None:
                     raise AwsError("AccessDenied", used)
 
+        call.recording = True
         try:
             await self.batcher.record(
                 NewEvent(
