@@ -219,6 +219,39 @@ def test_outcomes_whose_write_failed_are_written_once_the_log_is_back(
     assert core.audit.verify().ok
 
 
+def test_a_retry_keeps_its_schedule_while_new_outcomes_keep_failing(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    """Each failed batch used to set the one retry time anew: outcomes failing every 20 ms
+    postponed the first one's retry for as long as the outage lasted, and a fresh failure
+    pulled a long-waiting retry forward (found in re-review)."""
+    writer = make_writer(core)
+    writer.retry_seconds = 0.1  # type: ignore[attr-defined]  # then 0.2, 0.4, ...
+
+    def move_log(old: str, new: str) -> None:
+        with core.db.write() as connection:
+            connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    async def outage() -> int:
+        move_log("audit_events", "audit_events_away")
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.2
+            n = 0
+            while loop.time() < end:
+                writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": n}))
+                n += 1
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+            retried = writer._retry  # type: ignore[attr-defined]
+            return next(item.attempts for item in retried if item.event.data == {"n": 0})
+        finally:
+            move_log("audit_events_away", "audit_events")
+
+    attempts = run_with(writer, outage)
+    assert attempts >= 3  # tried at about 0, 0.1, 0.3 and 0.7 s
+
+
 def test_an_outcome_that_can_never_be_written_is_given_up_and_fails_no_waiter(
     core: Jitgate, make_writer: MakeWriter
 ) -> None:

@@ -55,7 +55,9 @@ class AuditBatcher:
         self.linger_seconds = linger_seconds  # how long outcomes wait for company
         self.retry_seconds = retry_seconds  # first wait before an unawaited event is retried
         self._retry: list[Item] = []  # unawaited events whose write failed (writer thread only)
-        self._retry_at = 0.0
+        # When the retry list is next tried (monotonic); None: not scheduled. Set only when
+        # nothing is scheduled, so new failures neither postpone nor hasten a waiting retry.
+        self._retry_at: float | None = None
         self.given_up = 0
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -89,13 +91,15 @@ class AuditBatcher:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            if self._retry and time.monotonic() >= self._retry_at:
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
                 # In a batch of their own: one that cannot be written fails no waiter.
+                self._retry_at = None
                 batch, self._retry = self._retry[: self.max_batch], self._retry[self.max_batch :]
                 self._write([_Queued(item, None) for item in batch])
+                self._schedule_retry()  # what is left, if the write did not schedule it
                 continue
             try:
-                wait = max(self._retry_at - time.monotonic(), 0) if self._retry else None
+                wait = None if self._retry_at is None else max(self._retry_at - time.monotonic(), 0)
                 first = self._queue.get(timeout=wait)
             except queue.Empty:
                 continue
@@ -123,6 +127,11 @@ class AuditBatcher:
             batch, self._retry = self._retry, []
             self._write([_Queued(item, None) for item in batch])
 
+    def _schedule_retry(self) -> None:
+        if self._retry and self._retry_at is None:
+            delay = retry_delay(self._retry[0].attempts, self.retry_seconds)
+            self._retry_at = time.monotonic() + delay
+
     def _write(self, batch: list[_Queued]) -> None:
         items = [queued.item for queued in batch]
         try:
@@ -135,11 +144,8 @@ class AuditBatcher:
             retry, given_up = to_retry(items)
             self.given_up += len(given_up)
             log_given_up(given_up)
-            if retry:
-                self._retry.extend(retry)
-                self._retry_at = time.monotonic() + retry_delay(
-                    retry[0].attempts, self.retry_seconds
-                )
+            self._retry.extend(retry)
+            self._schedule_retry()
         else:
             self.batches += 1
             self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
