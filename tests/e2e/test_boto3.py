@@ -391,6 +391,11 @@ def test_get_caller_identity_names_the_agent_not_jitgate(stack: Stack) -> None:
     assert identity["UserId"] == f"{grant.creds['AccessKeyId']}:{grant.agent.name}"
     jitgate_arn = stack.direct("sts").get_caller_identity()["Arn"]
     assert identity["Arn"] != jitgate_arn and "jitgate" in jitgate_arn
+    # Answered by jitgate, yet recorded like any call: with the bytes that came and went.
+    events = stack.wait_events(grant.id, lambda es: any(e.type == "call.completed" for e in es))
+    (completed,) = [e.data for e in events if e.type == "call.completed"]
+    assert completed["bytes_in"] == len(b"Action=GetCallerIdentity&Version=2011-06-15")
+    assert completed["bytes_out"] > 0 and completed["status"] == 200
 
 
 def test_virtual_hosted_style_is_authorized_on_the_same_bucket_and_key(stack: Stack) -> None:

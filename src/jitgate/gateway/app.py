@@ -455,6 +455,7 @@ class AwsEndpoint:
                     "jitgate holds too many large request bodies at once; retry later",
                 )
             call.buffered += size
+            call.bytes_in += size  # counted as read, whether or not it is then forwarded
 
         return await _read_body(receive, MAX_BUFFERED_BODY, take)
 
@@ -612,7 +613,6 @@ class AwsEndpoint:
         if body is not None:
             data = body
             out["content-length"] = str(len(body))
-            call.bytes_in = len(body)
             if call.service != "s3":
                 payload_hash = hashlib.sha256(body).hexdigest()
         else:
