@@ -12,7 +12,9 @@ import concurrent.futures
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -277,6 +279,54 @@ def test_an_outcome_that_can_never_be_written_is_given_up_and_fails_no_waiter(
 def sqlite_only(core: Jitgate) -> None:
     if core.db.dialect != "sqlite":
         pytest.skip("the event-loop writer is SQLite's")
+
+
+def test_stopping_from_another_thread_while_events_arrive_loses_none(
+    core: Jitgate, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jitgate stops its writer from a worker thread (stop blocks) while the loop runs on: the
+    loop writer's queue and timers were then touched from two threads at once (found in
+    re-review). Every event recorded before stop() is written once, and nothing fails."""
+    writer = make_writer(core)
+    recorded = 0
+
+    async def busy_until_stopped() -> None:
+        nonlocal recorded
+        stopping = threading.Event()
+
+        async def produce() -> None:
+            nonlocal recorded
+            while not stopping.is_set():
+                writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": recorded}))
+                recorded += 1
+                if recorded % 7 == 0:
+                    await writer.record(NewEvent("call.allowed", "agent:a"))
+                    recorded += 1
+                await asyncio.sleep(0)
+
+        def stop_soon() -> None:
+            time.sleep(0.2)
+            stopping.set()
+            writer.stop()
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.to_thread(stop_soon)
+        await producer
+
+    async def main() -> None:
+        writer.start()
+        await busy_until_stopped()
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can: races show
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, main()).result()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert core.audit.count() == recorded
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert core.audit.verify().ok
 
 
 def test_while_another_writer_holds_the_database_the_loop_keeps_running(core: Jitgate) -> None:
