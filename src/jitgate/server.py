@@ -215,6 +215,7 @@ async def serve(
         if endpoint is not None:
             await endpoint.upstream.close()
             endpoint.failures.write_summaries(closing=True)
+            await endpoint.batcher.drain()  # on this loop: settles waiters and timers
             await asyncio.to_thread(endpoint.batcher.stop)
         record_keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -61,6 +61,12 @@ class AuditWriter(Protocol):
 
     def start(self) -> None: ...
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        """On the loop that records, before ``stop``: write what is queued and settle every
+        waiter, so that ``stop`` (which blocks, and may run in another thread) finds nothing
+        in motion."""
+        ...
+
     def stop(self) -> None: ...
 
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int: ...
@@ -95,12 +101,12 @@ def retry_delay(attempts: int, first: float = RETRY_FIRST_SECONDS) -> float:
     return min(first * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS)
 
 
-def log_given_up(given_up: list[Item]) -> None:
+def log_given_up(given_up: list[Item], why: str = "") -> None:
     if given_up:
         log.error(
-            "audit log: gave up writing %d event(s) after %d attempts: %s",
+            "audit log: gave up writing %d event(s) (%s): %s",
             len(given_up),
-            RETRY_ATTEMPTS,
+            why or f"{RETRY_ATTEMPTS} attempts failed",
             ", ".join(sorted({item.event.type for item in given_up})),
         )
 

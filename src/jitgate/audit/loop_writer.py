@@ -98,6 +98,7 @@ class LoopAuditWriter:
         self._wal_path: Path | None = None
         self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
         self._syncer: threading.Thread | None = None
+        self._stopped = False
 
     # lifecycle
     def start(self) -> None:
@@ -113,8 +114,35 @@ class LoopAuditWriter:
             self._syncer.daemon = True
             self._syncer.start()
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._retry_handle is not None:  # the failed outcomes get one more try now
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        self._pending, self._retry = self._retry + self._pending, []
+        while loop.time() < deadline:
+            if self._pending and not self._in_thread and not self._syncing:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                    self._flush_handle = None
+                self._flush()
+            if self._sync_timer is not None:  # "os" durability: sync now, not in 50 ms
+                self._sync_timer.cancel()
+                self._sync_soon()
+            if not (self._pending or self._in_thread or self._syncing or self._unsynced):
+                break
+            await asyncio.sleep(0.001)
+        for handle in (self._flush_handle, self._retry_handle, self._sync_timer):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._retry_handle = self._sync_timer = None
+
     def stop(self) -> None:
-        """Write what is still pending, make it durable, and release the connection."""
+        """Write what is still pending, make it durable, and release the connection.
+
+        Call ``drain`` first on the writer's loop: ``stop`` may then run in another thread."""
+        self._stopped = True
         if self._sync_requests is not None and self._syncer is not None:
             self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
             self._syncer.join(10)
@@ -156,6 +184,10 @@ class LoopAuditWriter:
         return await future
 
     def record_nowait(self, event: NewEvent) -> None:
+        if self._stopped:
+            self.given_up += 1
+            log_given_up([Item(event, None)], why="the audit writer had stopped")
+            return
         self._pending.append(Item(event, None))
         self._schedule(asyncio.get_running_loop(), urgent=False)
 

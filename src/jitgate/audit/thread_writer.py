@@ -61,6 +61,8 @@ class AuditBatcher:
         self.given_up = 0
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._accepting = threading.Lock()  # orders record() against stop()
+        self._stopped = False
         self._connection = DedicatedConnection(db, autocommit=False)
         self.failures = 0
         self.batches = 0
@@ -71,8 +73,13 @@ class AuditBatcher:
             self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
             self._thread.start()
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Nothing to do on the loop: the thread writes all that is queued before _STOP."""
+
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the writer."""
+        with self._accepting:  # nothing is queued behind _STOP, where no one would write it
+            self._stopped = True
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout)
@@ -82,11 +89,19 @@ class AuditBatcher:
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._queue.put(_Queued(Item(event, future, guard), loop))
+        with self._accepting:
+            if self._stopped:
+                raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
+            self._queue.put(_Queued(Item(event, future, guard), loop))
         return await future
 
     def record_nowait(self, event: NewEvent) -> None:
-        self._queue.put(_Queued(Item(event, None), None))
+        with self._accepting:
+            if not self._stopped:
+                self._queue.put(_Queued(Item(event, None), None))
+                return
+        self.given_up += 1
+        log_given_up([Item(event, None)], why="the audit writer had stopped")
 
     def _run(self) -> None:
         stopping = False

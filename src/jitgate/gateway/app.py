@@ -293,6 +293,7 @@ class AwsEndpoint:
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.close()
                 self.failures.write_summaries(closing=True)
+                await self.batcher.drain()
                 self.batcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
