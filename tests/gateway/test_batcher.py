@@ -307,6 +307,35 @@ def test_stopping_from_another_thread_as_jitgate_does_loses_nothing(
     assert core.audit.verify().ok
 
 
+def test_events_recorded_while_stop_runs_in_another_thread_are_all_answered(
+    core: Jitgate, make_writer: MakeWriter
+) -> None:
+    """A call still in flight after drain() records while stop() runs in its thread. The loop
+    writer committed such an event, then queued its sync behind the sync thread's end, and
+    the call waited for ever (found in review). Every waiter now gets its sequence number
+    (its event is then in the log) or a refusal."""
+    writer = make_writer(core)
+
+    async def record_while_stopping() -> tuple[list[object], int]:
+        writer.start()
+        await writer.drain()
+        stopping = asyncio.ensure_future(asyncio.to_thread(writer.stop))
+        waiters = []
+        while not stopping.done():
+            event = NewEvent("call.allowed", "agent:a", data={"n": len(waiters)})
+            waiters.append(asyncio.ensure_future(writer.record(event)))
+            await asyncio.sleep(0.001)
+        done, hanging = await asyncio.wait(waiters, timeout=5)
+        return [w.exception() or w.result() for w in done], len(hanging)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        answers, hanging = pool.submit(asyncio.run, record_while_stopping()).result(timeout=60)
+    assert hanging == 0
+    seqs = [a for a in answers if isinstance(a, int)]
+    assert all(isinstance(a, (int, AuditUnavailable)) for a in answers), answers
+    assert {e.seq for e in core.audit.events()} >= set(seqs)
+
+
 def test_an_event_recorded_after_stop_is_refused_not_left_waiting(
     core: Jitgate, make_writer: MakeWriter
 ) -> None:

@@ -99,6 +99,7 @@ class LoopAuditWriter:
         self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
         self._syncer: threading.Thread | None = None
         self._stopped = False
+        self._accepting = threading.Lock()  # orders record() against stop()
 
     # lifecycle
     def start(self) -> None:
@@ -141,8 +142,10 @@ class LoopAuditWriter:
     def stop(self) -> None:
         """Write what is still pending, make it durable, and release the connection.
 
-        Call ``drain`` first on the writer's loop: ``stop`` may then run in another thread."""
-        self._stopped = True
+        Call ``drain`` first on the writer's loop: ``stop`` may then run in another thread.
+        Events recorded meanwhile are refused, or written here and their waiters answered."""
+        with self._accepting:
+            self._stopped = True
         if self._sync_requests is not None and self._syncer is not None:
             self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
             self._syncer.join(10)
@@ -152,17 +155,22 @@ class LoopAuditWriter:
             self._retry_handle = None
         with self._lock:
             pending, self._pending, self._retry = self._retry + self._pending, [], []
+            unsynced, self._unsynced = self._unsynced, []
+            outcomes: list[int | BaseException] = []
             if pending:
                 try:
                     outcomes = write_batch(self._waiting_connection, self.clock, pending)
                     self.batches += 1
                     self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
-                except Exception as exc:  # noqa: BLE001 - logged; nobody waits any more
+                except Exception as exc:  # noqa: BLE001 - logged; its waiters are told
                     self.failures += 1
                     log.error("audit write at shutdown failed for %d events: %s", len(pending), exc)
+                    outcomes = [AuditUnavailable(UNAVAILABLE)] * len(pending)
+            synced = True
             try:
                 self._fsync_wal()
             except OSError as exc:
+                synced = False
                 log.error("audit log fsync at shutdown failed: %s", exc)
             self._connection.close()
             self._waiting_connection.close()
@@ -172,23 +180,36 @@ class LoopAuditWriter:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+        committed = [(i.future, o) for i, o in zip(pending, outcomes, strict=True)] + unsynced
+        answers = [
+            (future, outcome if synced or isinstance(outcome, BaseException) else _not_durable())
+            for future, outcome in committed
+            if future is not None
+        ]
+        if answers and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(deliver_all, answers)
 
     # recording
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
-        if self._sync_requests is None:
-            raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self._pending.append(Item(event, future, guard))
+        with self._accepting:  # stop() in another thread takes _pending after it refuses
+            if self._stopped or self._sync_requests is None:
+                raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
+            self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
         return await future
 
     def record_nowait(self, event: NewEvent) -> None:
-        if self._stopped:
+        with self._accepting:
+            stopped = self._stopped
+            if not stopped:
+                self._pending.append(Item(event, None))
+        if stopped:
             self.given_up += 1
             log_given_up([Item(event, None)], why="the audit writer had stopped")
             return
-        self._pending.append(Item(event, None))
         self._schedule(asyncio.get_running_loop(), urgent=False)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, *, urgent: bool) -> None:
@@ -319,8 +340,13 @@ class LoopAuditWriter:
 
     def _sync_soon(self) -> None:
         self._sync_timer = None
-        if self._syncing or self._sync_requests is None or self._loop is None:
+        if self._syncing:
             return  # the running sync starts the next one when it finishes
+        if self._stopped or self._sync_requests is None or self._loop is None:
+            # Committed after stop() began: whether its last sync covered them is unknown.
+            waiting, self._unsynced = self._unsynced, []
+            deliver_all([(future, _not_durable()) for future, _ in waiting])
+            return
         self._syncing = True
         waiting, self._unsynced = self._unsynced, []
         self._sync_requests.put((self._loop, waiting))
@@ -387,6 +413,10 @@ class LoopAuditWriter:
         if self._wal_path is None:
             self._wal_path = Path(self._database() + "-wal")
         return self._wal_path
+
+
+def _not_durable() -> AuditNotDurable:
+    return AuditNotDurable(NOT_DURABLE)
 
 
 class _Busy(Exception):
