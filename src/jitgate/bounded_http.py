@@ -17,13 +17,21 @@ Three more holes of the same kind (found in re-review), closed here too:
 - Pipelined requests queue behind the one in flight; uvicorn queues every one that arrives, and
   a client streaming tiny requests without reading grew jitgate by over 1 GiB. SDKs never
   pipeline: past ``MAX_PIPELINED`` queued requests the connection is closed.
+
+And from a review of those fixes: a bare CRLF after an answer (which begins no message) held a
+connection for ever, so the head clock also starts on any byte that arrives while nothing is
+being answered; a client that reads none of its answers is reset after
+``WRITE_STALL_SECONDS``; and a refusal is never written while an answer is under way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -41,6 +49,11 @@ MAX_HEADERS = 256
 HEAD_TIMEOUT_SECONDS = 30.0
 # Requests waiting behind the one being answered on a connection.
 MAX_PIPELINED = 16
+# How long answers may wait for a client that reads none of them (uvicorn waits for ever). The
+# gateway gives up on a stalled download after 120 s and records why; this is the backstop.
+WRITE_STALL_SECONDS = 150.0
+# How long a refusal may take to reach a client before the connection is reset.
+REFUSAL_FLUSH_SECONDS = 5.0
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -53,6 +66,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     max_headers = MAX_HEADERS
     head_timeout_seconds = HEAD_TIMEOUT_SECONDS
     max_pipelined = MAX_PIPELINED
+    write_stall_seconds = WRITE_STALL_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,6 +76,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_started = False  # a byte of the awaited head has arrived
         self._running: RequestResponseCycle | None = None  # the request being answered
+        self._write_stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -69,6 +84,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
         super().connection_lost(exc)
         # uvicorn tells only the newest request on the connection that the client left; with
         # one pipelined behind it, the request being answered never heard (its response went
@@ -82,7 +100,32 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._running = cycle
         super()._start_asgi_task(cycle, app)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_stall is None:
+            self._write_stall = self.loop.call_later(self.write_stall_seconds, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+
+    def _stalled(self) -> None:
+        self._write_stall = None
+        peer = self.client[0] if self.client else "unknown"
+        log.warning(
+            "reset a connection from %s: it read nothing for %g s", peer, self.write_stall_seconds
+        )
+        _reset(self.transport)
+
     def data_received(self, data: bytes) -> None:
+        if data:
+            self._head_started = True
+        if self._head_deadline is None and not self._answering():
+            # Bytes while nothing is being answered are the start of a head, even those that
+            # begin no message (a bare CRLF), and they turned uvicorn's keep-alive clock off.
+            self._arm_head_deadline()
         self._progress = False
         super().data_received(data)
         if self._progress:
@@ -98,7 +141,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
-        self._head_started = True
         self._arm_head_deadline()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -134,14 +176,24 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():  # unless a refusal already went out
             super().send_400_response(msg)
 
+    def _answering(self) -> bool:
+        """A response is under way or queued: nothing else may be written now."""
+        running = self._running
+        return (running is not None and not running.response_complete) or bool(self.pipeline)
+
     def _refuse(self, what: str, answer: bytes | None) -> None:
         if self.transport.is_closing():
             return
         peer = self.client[0] if self.client else "unknown"
         log.warning("closed a connection from %s: %s", peer, what)
-        if answer is not None:
+        if answer is not None and not self._answering():
             self.transport.write(answer)
-        self.transport.close()
+        self.transport.close()  # once what is written has gone, or reset if it cannot go
+        self.loop.call_later(REFUSAL_FLUSH_SECONDS, self._reset_if_open)
+
+    def _reset_if_open(self) -> None:
+        if self.parser is not None:  # uvicorn drops the parser when the connection is lost
+            _reset(self.transport)
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()
@@ -155,11 +207,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_deadline = None
         what = f"no complete request head within {self.head_timeout_seconds:g} s"
-        # A connection that never sent a byte is hung up on quietly, and nothing may be written
-        # while an earlier request on the connection is still being answered.
-        in_flight = self.cycle is not None and not self.cycle.response_complete
-        quiet = not self._head_started or in_flight
-        self._refuse(what, None if quiet else self.timed_out(what))
+        # A connection that never sent a byte is hung up on quietly.
+        self._refuse(what, self.timed_out(what) if self._head_started else None)
 
     def too_large(self, limit: str) -> bytes:
         message = f"the request line and headers (or trailers) are {limit}"
@@ -197,6 +246,16 @@ class AwsBoundedHeadProtocol(BoundedHeadProtocol):
 
 class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a refused head."""
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close at once with a reset, dropping what the kernel still holds to send: a plain close
+    would keep those megabytes queued for a client that reads nothing."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _xml_error(code: str, message: str) -> bytes:

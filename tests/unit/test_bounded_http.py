@@ -9,6 +9,7 @@ ASGI app behind the real protocol (uvicorn in a thread) is the server; a raw soc
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 import time
@@ -38,7 +39,7 @@ async def app(scope: dict, receive: object, send: object) -> None:
     if scope["path"] == "/stream":
         await stream_until_the_client_leaves(receive, send)
         return
-    body = scope["path"].encode()
+    body = b"b" * (1024 * 1024) if scope["path"] == "/big" else scope["path"].encode()
     await send(
         {
             "type": "http.response.start",
@@ -68,10 +69,12 @@ async def stream_until_the_client_leaves(receive: Any, send: Any) -> None:
 
 class QuickHeadTimeout(BoundedHeadProtocol):
     head_timeout_seconds = 0.3
+    write_stall_seconds = 0.5
 
 
 class QuickHeadTimeoutAws(AwsBoundedHeadProtocol):
     head_timeout_seconds = 0.3
+    write_stall_seconds = 0.5
 
 
 def _serve(protocol: type) -> Iterator[int]:
@@ -204,3 +207,49 @@ def test_a_client_that_leaves_is_heard_by_the_request_in_flight_behind_a_pipelin
         sock.sendall(pipelined)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
     assert HEARD_LEFT.wait(5), "the streaming request never heard that its client left"
+
+
+def test_a_bare_line_break_after_an_answer_does_not_hold_the_connection(
+    control_port: int, aws_port: int
+) -> None:
+    """Bytes cancel uvicorn's keep-alive timer, but a CRLF between requests begins no message:
+    one answered request and two bytes held a connection for ever (found in review)."""
+    for port in (control_port, aws_port):
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = sock.recv(65536)
+            while not answer.endswith(b"/ok"):
+                answer += sock.recv(65536)
+            sock.sendall(b"\r\n")  # after the answer: uvicorn's keep-alive timer is off
+            try:  # well within uvicorn's 5 s keep-alive
+                assert sock.recv(65536).startswith(b"HTTP/1.1 4")  # timed out, and said so
+            except TimeoutError:
+                pytest.fail("the connection was still open after 3 s")
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(control_port: int) -> None:
+    """uvicorn waits for the client to read with no time limit: sending requests and never
+    reading held a connection, and megabytes of buffers, for ever (found in review)."""
+    with socket.create_connection(("127.0.0.1", control_port), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 8)
+        poller = select.poll()
+        poller.register(sock, select.POLLERR | select.POLLHUP | select.POLLRDHUP)
+        events = poller.poll(10_000)  # reading nothing meanwhile
+        assert events, "the connection was still open after 10 s"
+
+
+def test_a_refusal_is_never_written_into_an_answer_under_way(control_port: int) -> None:
+    """A pipelined head over the limits, sent while an answer streams, got its 431 written
+    into that answer's body (found in review): the connection is closed instead."""
+    with socket.create_connection(("127.0.0.1", control_port), timeout=5) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(65536)
+        sock.sendall(head(MAX_HEADERS + 50))
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 431" not in answer
