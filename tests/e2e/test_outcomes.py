@@ -349,3 +349,28 @@ def test_a_call_whose_allowed_event_is_still_being_synced_when_jitgate_stops_say
 def _ignore_errors(function, *args) -> None:  # type: ignore[no-untyped-def]
     with contextlib.suppress(OSError):
         function(*args)
+
+
+def test_an_upstream_header_the_server_cannot_send_is_a_502_not_the_client_leaving(
+    upstream_answering,  # type: ignore[no-untyped-def]
+) -> None:
+    """aiohttp passes a control character in a header value; uvicorn then refuses to send the
+    response. That was recorded as the client leaving (499), and the connected client got no
+    answer at all (found in review)."""
+
+    def control_character(connection: socket.socket, forwarded: Forwarded) -> None:
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nx-amz-request-id: up-ctl\r\nx-amz-meta-a: a\x01b\r\n"
+            b"Connection: close\r\nContent-Length: 2\r\n\r\nok"
+        )
+
+    _, stack = upstream_answering(control_character)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    target, headers = signed_get(stack, grant.creds)
+    answer = raw_request(port_of(stack), "GET", target, headers)
+    assert answer.status == 502, answer
+    assert b"x-amz-meta-a" in answer.body
+    data = outcome(stack, grant.id).data
+    assert data["status"] == 502
+    assert data["upstream_request_id"] == "up-ctl"
+    assert "x-amz-meta-a" in data["error"]

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -720,6 +721,13 @@ class AwsEndpoint:
             # Answered before the request body was read (the upstream refused it at once):
             # unread body bytes must never be parsed as the next request.
             response_headers.append((b"connection", b"close"))
+        invalid = _unsendable_header(response_headers)
+        if invalid is not None:
+            response.close()
+            why = f"the upstream's {invalid} header holds a character HTTP forbids; not passed on"
+            call.status, call.ended_early = 502, why
+            await self._send_error(call, AwsError("BadGateway", why), send)
+            return
         send = _to_client(send)
         stall = asyncio.timeout(None)  # armed only while a piece waits for the client
         try:
@@ -794,10 +802,27 @@ def _to_client(send: Send) -> Send:
     async def sending(message: dict[str, Any]) -> None:
         try:
             await send(message)
-        except (RuntimeError, OSError) as exc:
+        except OSError as exc:
+            raise _ClientGone from exc
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise  # the server's own refusal, not the client leaving
             raise _ClientGone from exc
 
     return sending
+
+
+# What uvicorn refuses to send (it raises mid-call): RFC 9110 allows no control characters
+# but tab in a field value, and only token characters in a name.
+_BAD_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\\"/\[\]?={} \t]')
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _unsendable_header(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
+            return repr(name.decode("latin-1"))
+    return None
 
 
 async def _disconnected(receive: Receive) -> None:

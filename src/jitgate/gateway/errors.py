@@ -43,6 +43,7 @@ STATUS = {
     "ServiceUnavailable": 503,
     "SlowDown": 503,
     "InternalError": 500,
+    "BadGateway": 502,  # the upstream's answer could not be passed on
 }
 
 
