@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 # A request line plus headers. AWS allows 8 KiB of S3 user metadata and SDKs send about 2 KiB
 # of other headers; a presigned URL is a few KiB. nginx refuses beyond 32 KiB by default.
 MAX_HEAD_BYTES = 64 * 1024
-# Headers in one head (or trailer section). An SDK sends about 15; S3's 2 KiB of user metadata
-# fits in at most ~150 (Apache's default limit is 100).
+# Headers in one head (or trailer section). An SDK sends about 15, plus one per item of S3 user
+# metadata (2 KiB of keys and values in all: past ~240 items only with keys of a character or
+# two). Apache's default limit is 100. Each header costs ~150 bytes of Python objects.
 MAX_HEADERS = 256
 # From a connection's opening, or a request's first byte, to the end of its head (nginx: 60 s).
 HEAD_TIMEOUT_SECONDS = 30.0
