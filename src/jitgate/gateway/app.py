@@ -57,6 +57,9 @@ STREAM_CHUNK = 256 * 1024
 # A client that stops reading a response holds an upstream connection from the pool: after this
 # long without taking a piece, the call ends (AWS's side: aiohttp's sock_read timeout).
 CLIENT_STALL_SECONDS = 120.0
+# A request body that stops arriving for this long ends the call (nginx's client_body_timeout):
+# a buffered body holds the shared memory budget, a streamed one a pooled upstream connection.
+BODY_STALL_SECONDS = 60.0
 
 _HOP_BY_HOP = frozenset(
     {
@@ -859,7 +862,7 @@ async def _read_body(receive: Receive, limit: int, take: Callable[[int], None]) 
     parts: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = await _body_message(receive)
         if message["type"] == "http.disconnect":
             raise AwsError(
                 "IncompleteBody", "the client disconnected before sending the whole body"
@@ -874,9 +877,21 @@ async def _read_body(receive: Receive, limit: int, take: Callable[[int], None]) 
             return b"".join(parts)
 
 
+async def _body_message(receive: Receive) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(BODY_STALL_SECONDS):
+            return await receive()
+    except TimeoutError:
+        message = f"the client sent no body bytes for {BODY_STALL_SECONDS:g} s"
+        raise AwsError("RequestTimeout", message) from None
+
+
 async def _receive_stream(receive: Receive, call: Call) -> AsyncIterator[bytes]:
     while True:
-        message = await receive()
+        try:
+            message = await _body_message(receive)
+        except AwsError as error:
+            raise _BodyRejected(error) from None
         if message["type"] == "http.disconnect":
             raise _BodyRejected(AwsError("IncompleteBody", "the client disconnected mid-body"))
         chunk = message.get("body", b"")

@@ -40,6 +40,7 @@ STATUS = {
     "IncompleteBody": 400,
     "UnsupportedOperation": 400,
     "EntityTooLarge": 400,
+    "RequestTimeout": 400,  # S3's answer to a body that stopped arriving
     "ServiceUnavailable": 503,
     "SlowDown": 503,
     "InternalError": 500,
