@@ -246,6 +246,26 @@ def test_a_client_that_stops_reading_gives_back_its_upstream_connection(
     assert endless.stopped_early()
 
 
+def test_a_client_that_stops_reading_an_answer_sent_as_one_piece_is_noticed_too(
+    upstream_answering,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stall clock ran only for answers of several pieces: an answer of one piece that the
+    client stopped reading waited for room for ever, and when the connection was finally reset
+    it was recorded as a whole 200 (found in review). Here "one piece" is made as large as the
+    endless object, since loopback buffers swallow a real 256 KiB piece whole."""
+    monkeypatch.setattr(gateway_app, "CLIENT_STALL_SECONDS", 0.5)
+    monkeypatch.setattr(gateway_app, "STREAM_CHUNK", HUGE)
+    endless = EndlessObject()
+    _, stack = upstream_answering(endless)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    with start_download(stack, grant.creds, small_buffer=True) as sock:
+        read_some(sock, 1024 * 1024)
+        data = outcome(stack, grant.id).data
+    assert data["status"] == 499, data
+    assert data["error"] == "the client stopped reading for 0.5 s"
+
+
 def test_an_allowed_event_that_could_not_be_synced_records_that_nothing_was_forwarded(
     upstream_answering,  # type: ignore[no-untyped-def]
 ) -> None:
