@@ -75,9 +75,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._progress = False
         self._header_count = 0  # in this message's head and trailer section
         self._head_deadline: asyncio.TimerHandle | None = None
-        self._head_started = False  # a byte of the awaited head has arrived
+        self._message_begun = False  # a request line has begun and its head not yet ended
         self._running: RequestResponseCycle | None = None  # the request being answered
         self._write_stall: asyncio.TimerHandle | None = None
+        self._stall_buffered = 0  # bytes waiting to be sent when the stall clock was armed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,10 +102,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._running = cycle
         super()._start_asgi_task(cycle, app)
 
+    # --- a client that stops reading -------------------------------------------------------
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._write_stall is None:
-            self._write_stall = self.loop.call_later(self.write_stall_seconds, self._stalled)
+        self._watch_writes()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -112,17 +113,39 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._write_stall.cancel()
             self._write_stall = None
 
-    def _stalled(self) -> None:
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_writes()  # uvicorn may have closed with bytes still to send
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._watch_writes()
+
+    def _watch_writes(self) -> None:
+        """Reset the connection if the bytes waiting to be sent do not go down within
+        ``write_stall_seconds`` (a client that reads, however slowly, is left alone)."""
+        if self._write_stall is None and self.transport.get_write_buffer_size() > 0:
+            self._stall_buffered = self.transport.get_write_buffer_size()
+            self._write_stall = self.loop.call_later(self.write_stall_seconds, self._stall_check)
+
+    def _stall_check(self) -> None:
         self._write_stall = None
+        if self.parser is None:  # uvicorn drops the parser when the connection is lost
+            return
+        waiting = self.transport.get_write_buffer_size()
+        if 0 < waiting < self._stall_buffered:
+            self._watch_writes()  # it reads: look again later
+            return
+        if waiting == 0:
+            return
         peer = self.client[0] if self.client else "unknown"
         log.warning(
             "reset a connection from %s: it read nothing for %g s", peer, self.write_stall_seconds
         )
         _reset(self.transport)
 
+    # --- heads ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if data:
-            self._head_started = True
         if self._head_deadline is None and not self._answering():
             # Bytes while nothing is being answered are the start of a head, even those that
             # begin no message (a bare CRLF), and they turned uvicorn's keep-alive clock off.
@@ -142,6 +165,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
+        self._message_begun = True
         self._arm_head_deadline()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -155,6 +179,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._progress = True
+        self._message_begun = False
         self._disarm_head_deadline()
         super().on_headers_complete()
         if len(self.pipeline) > self.max_pipelined:
@@ -174,7 +199,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self.transport.is_closing():  # unless a refusal already went out
+        if self._answering():  # never inside (or instead of) an answer under way
+            self._refuse(f"bytes that are not HTTP ({msg})", None)
+        elif not self.transport.is_closing():  # unless a refusal already went out
             super().send_400_response(msg)
 
     def _answering(self) -> bool:
@@ -208,8 +235,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_deadline = None
         what = f"no complete request head within {self.head_timeout_seconds:g} s"
-        # A connection that never sent a byte is hung up on quietly.
-        self._refuse(what, self.timed_out(what) if self._head_started else None)
+        # Only a request that has begun is answered; bytes that begin none (a CRLF, the rest of
+        # a body answered early) and silence are hung up on quietly.
+        self._refuse(what, self.timed_out(what) if self._message_begun else None)
 
     def too_large(self, limit: str) -> bytes:
         message = f"the request line and headers (or trailers) are {limit}"
