@@ -82,7 +82,10 @@ class LoopAuditWriter:
         self._waiting_connection = DedicatedConnection(
             db, autocommit=True, setup=("PRAGMA synchronous=NORMAL",)
         )
-        self._lock = threading.Lock()  # one batch at a time on the connection, whoever writes
+        # One batch at a time on the connection, whoever writes; also orders the loop's writes
+        # and sync requests against stop() in another thread (re-entrant: _write holds it
+        # while _after_write asks for a sync).
+        self._lock = threading.RLock()
         self._pending: list[Item] = []
         self._retry: list[Item] = []  # unawaited events whose write failed, tried again later
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -143,34 +146,31 @@ class LoopAuditWriter:
         """Write what is still pending, make it durable, and release the connection.
 
         Call ``drain`` first on the writer's loop: ``stop`` may then run in another thread.
-        Events recorded meanwhile are refused, or written here and their waiters answered."""
-        with self._accepting:
+        A call still waiting then (one that outlived the server's grace) is told the writer
+        stopped and forwards nothing; its event is not written, unless it already was."""
+        with self._accepting:  # record() and record_nowait() refuse from here on
             self._stopped = True
+        with self._lock:  # the loop writes and asks for syncs no more (see _write, _sync_soon)
+            pending, self._pending, self._retry = self._retry + self._pending, [], []
+            unsynced, self._unsynced = self._unsynced, []
         if self._sync_requests is not None and self._syncer is not None:
             self._sync_requests.put(None)  # the sync thread finishes what it was asked, then ends
             self._syncer.join(10)
             self._sync_requests = None
-        if self._retry_handle is not None:
-            self._retry_handle.cancel()
-            self._retry_handle = None
+        outcomes = [item for item in pending if item.future is None]
+        refused = [item.future for item in pending if item.future is not None]
         with self._lock:
-            pending, self._pending, self._retry = self._retry + self._pending, [], []
-            unsynced, self._unsynced = self._unsynced, []
-            outcomes: list[int | BaseException] = []
-            if pending:
+            if outcomes:
                 try:
-                    outcomes = write_batch(self._waiting_connection, self.clock, pending)
+                    results = write_batch(self._waiting_connection, self.clock, outcomes)
                     self.batches += 1
-                    self.written += sum(1 for o in outcomes if not isinstance(o, BaseException))
-                except Exception as exc:  # noqa: BLE001 - logged; its waiters are told
+                    self.written += sum(1 for r in results if not isinstance(r, BaseException))
+                except Exception as exc:  # noqa: BLE001 - logged; nobody waits for outcomes
                     self.failures += 1
-                    log.error("audit write at shutdown failed for %d events: %s", len(pending), exc)
-                    outcomes = [AuditUnavailable(UNAVAILABLE)] * len(pending)
-            synced = True
+                    log.error("audit write at shutdown failed for %d events: %s", len(outcomes), exc)
             try:
                 self._fsync_wal()
             except OSError as exc:
-                synced = False
                 log.error("audit log fsync at shutdown failed: %s", exc)
             self._connection.close()
             self._waiting_connection.close()
@@ -180,13 +180,9 @@ class LoopAuditWriter:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
-        committed = [(i.future, o) for i, o in zip(pending, outcomes, strict=True)] + unsynced
-        answers = [
-            (future, outcome if synced or isinstance(outcome, BaseException) else _not_durable())
-            for future, outcome in committed
-            if future is not None
-        ]
-        if answers and self._loop is not None:
+        waiting = refused + [future for future, _ in unsynced if future is not None]
+        if waiting and self._loop is not None:
+            answers = [(future, AuditUnavailable(STOPPED)) for future in waiting]
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 self._loop.call_soon_threadsafe(deliver_all, answers)
 
@@ -261,14 +257,17 @@ class LoopAuditWriter:
         assert loop is not None
         try:
             with self._lock:
-                outcomes = self._write_now(batch)
+                if self._stopped:  # stop() took everything else: this batch is refused
+                    outcomes: list[int | BaseException] | Exception = AuditUnavailable(STOPPED)
+                else:
+                    outcomes = self._write_now(batch)
+                self._after_write(batch, outcomes)
         except _Busy:
             self._in_thread = True
             assert self._executor is not None, "audit writer not started"
             done = loop.run_in_executor(self._executor, self._write_waiting, batch)
             done.add_done_callback(lambda f: self._thread_done(batch, f))
             return
-        self._after_write(batch, outcomes)
         if self._pending:
             self._schedule(loop, urgent=any(item.future is not None for item in self._pending))
 
@@ -296,7 +295,8 @@ class LoopAuditWriter:
     ) -> None:
         self._in_thread = False
         outcomes = done.result() if not done.cancelled() else RuntimeError("cancelled")
-        self._after_write(batch, outcomes)
+        with self._lock:
+            self._after_write(batch, outcomes)
         if self._pending and self._loop is not None:
             self._schedule(self._loop, urgent=any(i.future is not None for i in self._pending))
 
@@ -310,6 +310,8 @@ class LoopAuditWriter:
             for item in batch:
                 deliver(item.future, error)
             retry, given_up = to_retry(batch)
+            if self._stopped:  # nothing will be written any more
+                given_up, retry = given_up + retry, []
             self.given_up += len(given_up)
             log_given_up(given_up)
             self._retry.extend(retry)
@@ -342,14 +344,12 @@ class LoopAuditWriter:
         self._sync_timer = None
         if self._syncing:
             return  # the running sync starts the next one when it finishes
-        if self._stopped or self._sync_requests is None or self._loop is None:
-            # Committed after stop() began: whether its last sync covered them is unknown.
+        with self._lock:  # never behind the sync thread's end (stop() holds it to take over)
+            if self._stopped or self._sync_requests is None or self._loop is None:
+                return  # stop() answers what is left in _unsynced
+            self._syncing = True
             waiting, self._unsynced = self._unsynced, []
-            deliver_all([(future, _not_durable()) for future, _ in waiting])
-            return
-        self._syncing = True
-        waiting, self._unsynced = self._unsynced, []
-        self._sync_requests.put((self._loop, waiting))
+            self._sync_requests.put((self._loop, waiting))
 
     def _sync_thread(self, requests: queue.SimpleQueue[_SyncRequest | None]) -> None:
         """fsync the log for each request and hand the waiters back to their loop (a thread of
@@ -415,8 +415,7 @@ class LoopAuditWriter:
         return self._wal_path
 
 
-def _not_durable() -> AuditNotDurable:
-    return AuditNotDurable(NOT_DURABLE)
+STOPPED = "the audit writer stopped before this call could go on; nothing was forwarded"
 
 
 class _Busy(Exception):
