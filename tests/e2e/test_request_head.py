@@ -15,6 +15,7 @@ import pytest
 from jitgate.bounded_http import MAX_HEAD_BYTES
 
 from .conftest import Stack, object_arn
+from .wire import read_until_closed
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,7 @@ def send_endless_header(
                 sent += len(piece)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+        answer = read_until_closed(sock)
     return sent, answer
 
 

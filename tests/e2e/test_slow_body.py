@@ -20,7 +20,7 @@ from jitgate.gateway import app as gateway_app
 
 from .conftest import OBJECT_ARN, Stack, table_arn
 from .recording import RecordingUpstream
-from .wire import sign_by_hand
+from .wire import read_until_closed, sign_by_hand
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,10 @@ def send_part_and_stall(stack: Stack, head: bytes, part: bytes) -> bytes:
     assert parts.hostname is not None and parts.port is not None
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(head + part)
-        answer = b""
         try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+            return read_until_closed(sock)
         except TimeoutError:
-            pytest.fail(f"still waiting for the body after 10 s; got {answer[:200]!r}")
-    return answer
+            pytest.fail("still waiting for the body after 10 s")
 
 
 def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> bytes:

@@ -120,6 +120,18 @@ class RawResponse:
     body: bytes
 
 
+def read_until_closed(sock: socket.socket, so_far: bytes = b"") -> bytes:
+    """Everything the server sends until it closes (or resets) the connection; a server that
+    keeps it open past the socket's timeout raises TimeoutError."""
+    received = bytearray(so_far)
+    try:
+        while piece := sock.recv(65536):
+            received += piece
+    except ConnectionResetError:
+        pass
+    return bytes(received)
+
+
 def raw_request(
     port: int,
     method: str,
@@ -135,16 +147,8 @@ def raw_request(
     lines += [b"Connection: close", f"Content-Length: {len(body)}".encode(), b"", b""]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(b"\r\n".join(lines) + body)
-        received = bytearray()
-        while True:
-            try:
-                piece = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not piece:
-                break
-            received += piece
-    head, _, rest = bytes(received).partition(b"\r\n\r\n")
+        received = read_until_closed(sock)
+    head, _, rest = received.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 "):
         return RawResponse(None, {}, b"")
     status_line, *header_lines = head.split(b"\r\n")
