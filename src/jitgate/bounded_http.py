@@ -86,9 +86,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
-        if self._write_stall is not None:
-            self._write_stall.cancel()
-            self._write_stall = None
+        self._disarm_write_stall()
         super().connection_lost(exc)
         # uvicorn tells only the newest request on the connection that the client left; with
         # one pipelined behind it, the request being answered never heard (its response went
@@ -109,9 +107,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._write_stall is not None:
-            self._write_stall.cancel()
-            self._write_stall = None
+        self._disarm_write_stall()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -128,15 +124,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._stall_buffered = self.transport.get_write_buffer_size()
             self._write_stall = self.loop.call_later(self.write_stall_seconds, self._stall_check)
 
+    def _disarm_write_stall(self) -> None:
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+
     def _stall_check(self) -> None:
         self._write_stall = None
         if self.parser is None:  # uvicorn drops the parser when the connection is lost
             return
         waiting = self.transport.get_write_buffer_size()
-        if 0 < waiting < self._stall_buffered:
-            self._watch_writes()  # it reads: look again later
-            return
         if waiting == 0:
+            return
+        if waiting < self._stall_buffered:
+            self._watch_writes()  # it reads: look again later
             return
         peer = self.client[0] if self.client else "unknown"
         log.warning(

@@ -45,6 +45,8 @@ Guard = Callable[[DriverTxn], None]
 
 UNAVAILABLE = "the audit log cannot be written; nothing was forwarded"
 NOT_DURABLE = "the audit log could not be synced to disk; nothing was forwarded"
+NOT_RUNNING = "the audit writer is not running; nothing was forwarded"
+STOPPED = "the audit writer stopped before this call could go on; nothing was forwarded"
 
 # Events nobody waits for (call outcomes) are not lost to a failed write: they are tried again
 # in batches of their own (so one that cannot be written never fails a waiter's batch), after
@@ -109,6 +111,11 @@ def log_given_up(given_up: list[Item], why: str = "") -> None:
             why or f"{RETRY_ATTEMPTS} attempts failed",
             ", ".join(sorted({item.event.type for item in given_up})),
         )
+
+
+def log_refused_after_stop(event: NewEvent) -> None:
+    """An unawaited event that came after its writer stopped (counted in ``given_up``)."""
+    log_given_up([Item(event, None)], why="the audit writer had stopped")
 
 
 def write_batch(

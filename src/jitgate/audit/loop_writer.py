@@ -18,7 +18,9 @@ from pathlib import Path
 from jitgate.audit.batcher import (
     DURABILITIES,
     NOT_DURABLE,
+    NOT_RUNNING,
     RETRY_FIRST_SECONDS,
+    STOPPED,
     UNAVAILABLE,
     Durability,
     Guard,
@@ -26,6 +28,7 @@ from jitgate.audit.batcher import (
     deliver,
     deliver_all,
     log_given_up,
+    log_refused_after_stop,
     retry_delay,
     to_retry,
     write_batch,
@@ -192,7 +195,7 @@ class LoopAuditWriter:
         future: asyncio.Future[int] = loop.create_future()
         with self._accepting:  # stop() in another thread takes _pending after it refuses
             if self._stopped or self._sync_requests is None:
-                raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
+                raise AuditUnavailable(NOT_RUNNING)
             self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
         return await future
@@ -204,7 +207,7 @@ class LoopAuditWriter:
                 self._pending.append(Item(event, None))
         if stopped:
             self.given_up += 1
-            log_given_up([Item(event, None)], why="the audit writer had stopped")
+            log_refused_after_stop(event)
             return
         self._schedule(asyncio.get_running_loop(), urgent=False)
 
@@ -413,9 +416,6 @@ class LoopAuditWriter:
         if self._wal_path is None:
             self._wal_path = Path(self._database() + "-wal")
         return self._wal_path
-
-
-STOPPED = "the audit writer stopped before this call could go on; nothing was forwarded"
 
 
 class _Busy(Exception):

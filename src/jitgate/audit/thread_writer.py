@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 
 from jitgate.audit.batcher import (
+    NOT_RUNNING,
     RETRY_FIRST_SECONDS,
     UNAVAILABLE,
     Guard,
     Item,
     deliver_all,
     log_given_up,
+    log_refused_after_stop,
     retry_delay,
     to_retry,
     write_batch,
@@ -91,7 +93,7 @@ class AuditBatcher:
         future: asyncio.Future[int] = loop.create_future()
         with self._accepting:
             if self._stopped:
-                raise AuditUnavailable("the audit writer is not running; nothing was forwarded")
+                raise AuditUnavailable(NOT_RUNNING)
             self._queue.put(_Queued(Item(event, future, guard), loop))
         return await future
 
@@ -101,7 +103,7 @@ class AuditBatcher:
                 self._queue.put(_Queued(Item(event, None), None))
                 return
         self.given_up += 1
-        log_given_up([Item(event, None)], why="the audit writer had stopped")
+        log_refused_after_stop(event)
 
     def _run(self) -> None:
         stopping = False
