@@ -22,6 +22,10 @@ And from a review of those fixes: a bare CRLF after an answer (which begins no m
 connection for ever, so the head clock also starts on any byte that arrives while nothing is
 being answered; a client that reads none of its answers is reset after
 ``WRITE_STALL_SECONDS``; and a refusal is never written while an answer is under way.
+
+Every refused request is reported to the listener's ``on_refused`` (set with ``reporting_to``),
+which records it in the audit log like any other failure before authentication (D11). Silent
+connections closed by the head clock, which sent no request, are not reported.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -56,6 +61,9 @@ WRITE_STALL_SECONDS = 150.0
 # How long a refusal may take to reach a client before the connection is reset.
 REFUSAL_FLUSH_SECONDS = 5.0
 
+# Told of every refused request: (source address, error code, what was wrong).
+RefusalReport = Callable[[str, str, str], None]
+
 
 class BoundedHeadProtocol(HttpToolsProtocol):
     """Bytes that arrive without completing a head, delivering body or ending a message are
@@ -68,6 +76,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     head_timeout_seconds = HEAD_TIMEOUT_SECONDS
     max_pipelined = MAX_PIPELINED
     write_stall_seconds = WRITE_STALL_SECONDS
+    on_refused: RefusalReport | None = None
+
+    @classmethod
+    def reporting_to(cls, report: RefusalReport) -> type[BoundedHeadProtocol]:
+        """This protocol, telling ``report`` of each request it refuses (uvicorn builds the
+        protocol itself, so the listener's recorder travels on a subclass of its own)."""
+        return type(cls.__name__, (cls,), {"on_refused": staticmethod(report)})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,7 +154,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if waiting < self._stall_buffered:
             self._watch_writes()  # it reads: look again later
             return
-        peer = self.client[0] if self.client else "unknown"
+        peer = self._peer()
         log.warning(
             "reset a connection from %s: it read nothing for %g s", peer, self.write_stall_seconds
         )
@@ -161,7 +176,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._kept_bytes += len(data)
         if self._kept_bytes > self.max_head_bytes:
             limit = f"larger than {self.max_head_bytes} bytes"
-            self._refuse(f"a request head or trailer {limit}", self.too_large(limit))
+            self._refuse(f"a request head or trailer {limit}", self.too_large(limit), TOO_LARGE)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -173,7 +188,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._header_count += 1
         if self._header_count > self.max_headers:
             limit = f"more than {self.max_headers} headers"
-            self._refuse(f"a request head or trailer with {limit}", self.too_large(limit))
+            self._refuse(
+                f"a request head or trailer with {limit}", self.too_large(limit), TOO_LARGE
+            )
             # Stops httptools mid-feed; uvicorn's own 400 is then skipped (send_400_response).
             raise _HeadRefused(limit)
         super().on_header(name, value)
@@ -187,7 +204,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             # Nothing is written: answers on a pipelined connection must come in order, and the
             # one in flight may be mid-response. Closing cancels it and drops the queue.
             limit = f"more than {self.max_pipelined} pipelined requests"
-            self._refuse(limit, None)
+            self._refuse(limit, None, "TooManyPipelinedRequests")
             self.pipeline.clear()
             raise _HeadRefused(limit)  # and the rest of this read is not parsed
 
@@ -200,9 +217,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
+        what = f"bytes that are not HTTP ({msg})"
         if self._answering():  # never inside (or instead of) an answer under way
-            self._refuse(f"bytes that are not HTTP ({msg})", None)
+            self._refuse(what, None, NOT_HTTP)
         elif not self.transport.is_closing():  # unless a refusal already went out
+            self._report(NOT_HTTP, what)
             super().send_400_response(msg)
 
     def _answering(self) -> bool:
@@ -210,15 +229,30 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         running = self._running
         return (running is not None and not running.response_complete) or bool(self.pipeline)
 
-    def _refuse(self, what: str, answer: bytes | None) -> None:
+    def _refuse(self, what: str, answer: bytes | None, code: str | None) -> None:
+        """Close the connection, answering ``answer`` if nothing else is being answered;
+        ``code`` names the refused request for the record (None: there was no request)."""
         if self.transport.is_closing():
             return
-        peer = self.client[0] if self.client else "unknown"
+        peer = self._peer()
         log.warning("closed a connection from %s: %s", peer, what)
+        if code is not None:
+            self._report(code, what)
         if answer is not None and not self._answering():
             self.transport.write(answer)
         self.transport.close()  # once what is written has gone, or reset if it cannot go
         self.loop.call_later(REFUSAL_FLUSH_SECONDS, self._reset_if_open)
+
+    def _peer(self) -> str:
+        return str(self.client[0]) if self.client else "unknown"
+
+    def _report(self, code: str, what: str) -> None:
+        if self.on_refused is None:
+            return
+        try:
+            self.on_refused(self._peer(), code, what)
+        except Exception:  # the refusal stands; the audit writer logs its own failures
+            log.exception("could not record a refused request from %s", self._peer())
 
     def _reset_if_open(self) -> None:
         if self.parser is not None:  # uvicorn drops the parser when the connection is lost
@@ -238,7 +272,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         what = f"no complete request head within {self.head_timeout_seconds:g} s"
         # Only a request that has begun is answered; bytes that begin none (a CRLF, the rest of
         # a body answered early) and silence are hung up on quietly.
-        self._refuse(what, self.timed_out(what) if self._message_begun else None)
+        if self._message_begun:
+            self._refuse(what, self.timed_out(what), TIMED_OUT)
+        else:
+            self._refuse(what, None, None)
 
     def too_large(self, limit: str) -> bytes:
         message = f"the request line and headers (or trailers) are {limit}"
@@ -272,6 +309,12 @@ class AwsBoundedHeadProtocol(BoundedHeadProtocol):
         return _response(
             b"400 Bad Request", b"application/xml", _xml_error("RequestTimeout", message)
         )
+
+
+# The codes refused requests are recorded under (those of S3's own answers where it has them).
+TOO_LARGE = "RequestHeaderSectionTooLarge"
+TIMED_OUT = "RequestTimeout"
+NOT_HTTP = "BadRequest"
 
 
 class _HeadRefused(Exception):

@@ -22,8 +22,9 @@ from botocore.credentials import Credentials as BotoCredentials
 from jitgate.api.app import create_control_app
 from jitgate.audit.batcher import audit_writer_for
 from jitgate.audit.flood import FailureThrottle
+from jitgate.audit.log import NewEvent
 from jitgate.awsapi import operations
-from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol
+from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol, RefusalReport
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
@@ -91,6 +92,18 @@ def build_aws_endpoint(
         gateway_hosts=("localhost", settings.aws_listen[0]),
         failures=failures or FailureThrottle.from_settings(settings, core.clock, "aws"),
     )
+
+
+def _control_refusals(core: Jitgate, app: Any) -> RefusalReport:
+    """Records the control plane's refused requests as its failed authentications are: singly
+    until a source floods, then counted (D11)."""
+
+    def report(source: str, code: str, message: str) -> None:
+        if app.state.auth_failures.admit(source, code):
+            data = {"code": code, "message": message, "source": source}
+            core.audit.record(core.clock.now(), NewEvent("request.refused", "anonymous", data=data))
+
+    return report
 
 
 def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Server:
@@ -161,7 +174,8 @@ async def serve(
         core, aws_endpoint=aws_url, account_id=endpoint.account_id if endpoint else None
     )
     grace = {"timeout_graceful_shutdown": shutdown_grace}
-    servers = [_server(control_app, *listeners.control, http=BoundedHeadProtocol, **grace)]
+    control_http = BoundedHeadProtocol.reporting_to(_control_refusals(core, control_app))
+    servers = [_server(control_app, *listeners.control, http=control_http, **grace)]
     if endpoint is not None and listeners.aws is not None:
         tls = {}
         if listeners.ssl_certfile:
@@ -173,7 +187,7 @@ async def serve(
                 endpoint,
                 *listeners.aws,
                 proxy_headers=False,
-                http=AwsBoundedHeadProtocol,
+                http=AwsBoundedHeadProtocol.reporting_to(endpoint.head_refused),
                 **grace,
                 **tls,
             )

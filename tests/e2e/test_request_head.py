@@ -8,11 +8,16 @@ one unauthenticated connection sending four 128 MiB headers took jitgate from 15
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 
-from jitgate.bounded_http import MAX_HEAD_BYTES
+from jitgate.audit.flood import FailureThrottle
+from jitgate.audit.log import StoredEvent
+from jitgate.bounded_http import MAX_HEAD_BYTES, MAX_HEADERS
+from jitgate.clock import SystemClock
 
 from .conftest import Stack, object_arn
 from .wire import read_until_closed
@@ -101,3 +106,63 @@ def test_heads_up_to_the_limit_and_large_bodies_still_go_through(stack: Stack) -
     s3.put_object(Bucket="reports", Key="head-limit.bin", Body=body, Metadata=metadata)
     assert s3.get_object(Bucket="reports", Key="head-limit.bin")["Body"].read() == body
     assert MAX_HEAD_BYTES >= 32 * 1024
+
+
+# --- refused heads are on the record ------------------------------------------------------------
+TOO_MANY_HEADERS = b"GET /reports/x HTTP/1.1\r\nHost: x\r\n" + b"X-N: 1\r\n" * (MAX_HEADERS + 1)
+NOT_HTTP = b"\x16\x03\x01 this is no request line\r\n\r\n"
+
+
+def refused(url: str, request: bytes) -> bytes:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        return read_until_closed(sock)
+
+
+def recorded(stack: Stack, types: list[str], count: int) -> list[StoredEvent]:
+    deadline = time.monotonic() + 10
+    while True:
+        events = stack.core.audit.events(types=types, limit=100)
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
+def test_requests_refused_before_the_app_are_recorded_and_a_flood_of_them_counted(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Before the fix a refused head left no trace in the audit log: anyone could probe or
+    hammer either listener with oversized or garbled requests and nothing said so."""
+    window = 3.0
+    stack = make_stack(
+        failures=FailureThrottle(
+            SystemClock(), listener="aws", per_source=3, overall=100, window_seconds=window
+        )
+    )
+    started = time.monotonic()
+    answers = [refused(stack.aws_url, TOO_MANY_HEADERS) for _ in range(3)]
+    answers += [refused(stack.aws_url, NOT_HTTP) for _ in range(2)]
+    assert time.monotonic() - started < window, "too slow to test one window"
+    assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers), answers
+    assert b"<Code>RequestHeaderSectionTooLarge</Code>" in answers[0]
+
+    denied = recorded(stack, ["call.denied"], 3)
+    assert [e.data["code"] for e in denied] == ["RequestHeaderSectionTooLarge"] * 3
+    for event in denied:
+        assert event.actor == "anonymous" and event.agent is None and event.grant_id is None
+        assert event.data["source"] == "127.0.0.1"
+        assert f"more than {MAX_HEADERS} headers" in event.data["message"]
+    # Past the source's limit the rest are counted, and the count is written when the window ends.
+    (summary,) = recorded(stack, ["denials.suppressed"], 1)
+    assert summary.data["listener"] == "aws" and summary.data["source"] == "127.0.0.1"
+    assert summary.data["codes"] == {"BadRequest": 2}
+
+    # The control plane's refusals are recorded too.
+    answer = refused(stack.control_url, NOT_HTTP)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    (event,) = recorded(stack, ["request.refused"], 1)
+    assert event.actor == "anonymous"
+    assert event.data["code"] == "BadRequest" and event.data["source"] == "127.0.0.1"
+    assert "not HTTP" in event.data["message"]

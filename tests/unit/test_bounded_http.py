@@ -308,3 +308,38 @@ def test_the_rest_of_a_body_answered_early_gets_no_408(control_port: int) -> Non
         sock.sendall(b"12345")  # half the body the answer did not wait for
         rest = read_until_closed(sock)
     assert b"408" not in rest
+
+
+REPORTS: list[tuple[str, str, str]] = []  # what the reporting listener told its recorder
+
+
+@pytest.fixture(scope="module")
+def reporting_port() -> Iterator[int]:
+    yield from _serve(QuickHeadTimeout.reporting_to(lambda *report: REPORTS.append(report)))
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        (head(MAX_HEADERS + 1), "RequestHeaderSectionTooLarge"),
+        (b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Half: ", "RequestTimeout"),
+        (
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n" * 200,
+            "TooManyPipelinedRequests",
+        ),
+        (b"\x16\x03\x01 no request line\r\n\r\n", "BadRequest"),
+        (b"", None),  # silence: no request, nothing to record
+        (b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", None),  # answered
+    ],
+    ids=["too-many-headers", "head-timed-out", "pipelined", "not-http", "silent", "answered"],
+)
+def test_every_refused_request_is_reported_and_nothing_else(
+    reporting_port: int, sent: bytes, code: str | None
+) -> None:
+    """The listener's recorder hears of each request it refused, from where and why; before
+    the fix refusals were only logged, so the audit log had no trace of them."""
+    REPORTS.clear()
+    exchange(reporting_port, sent)  # the report is made before the close that ends this
+    assert [(source, got) for source, got, _ in REPORTS] == ([("127.0.0.1", code)] if code else [])
+    if code:
+        assert REPORTS[0][2]  # says what was wrong
