@@ -328,10 +328,21 @@ def reporting_port() -> Iterator[int]:
             "TooManyPipelinedRequests",
         ),
         (b"\x16\x03\x01 no request line\r\n\r\n", "BadRequest"),
+        (b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 70_000, "RequestHeaderSectionTooLarge"),
+        (b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n\x16\x03 not http\r\n\r\n", "BadRequest"),
         (b"", None),  # silence: no request, nothing to record
         (b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", None),  # answered
     ],
-    ids=["too-many-headers", "head-timed-out", "pipelined", "not-http", "silent", "answered"],
+    ids=[
+        "too-many-headers",
+        "head-timed-out",
+        "pipelined",
+        "not-http",
+        "head-too-large",
+        "not-http-while-answering",
+        "silent",
+        "answered",
+    ],
 )
 def test_every_refused_request_is_reported_and_nothing_else(
     reporting_port: int, sent: bytes, code: str | None
