@@ -63,6 +63,11 @@ REFUSAL_FLUSH_SECONDS = 5.0
 
 # Told of every refused request: (source address, error code, what was wrong).
 RefusalReport = Callable[[str, str, str], None]
+# The codes refused requests are recorded under (those of S3's own answers where it has them).
+TOO_LARGE = "RequestHeaderSectionTooLarge"
+TIMED_OUT = "RequestTimeout"
+NOT_HTTP = "BadRequest"
+TOO_MANY_PIPELINED = "TooManyPipelinedRequests"
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -204,7 +209,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             # Nothing is written: answers on a pipelined connection must come in order, and the
             # one in flight may be mid-response. Closing cancels it and drops the queue.
             limit = f"more than {self.max_pipelined} pipelined requests"
-            self._refuse(limit, None, "TooManyPipelinedRequests")
+            self._refuse(limit, None, TOO_MANY_PIPELINED)
             self.pipeline.clear()
             raise _HeadRefused(limit)  # and the rest of this read is not parsed
 
@@ -309,12 +314,6 @@ class AwsBoundedHeadProtocol(BoundedHeadProtocol):
         return _response(
             b"400 Bad Request", b"application/xml", _xml_error("RequestTimeout", message)
         )
-
-
-# The codes refused requests are recorded under (those of S3's own answers where it has them).
-TOO_LARGE = "RequestHeaderSectionTooLarge"
-TIMED_OUT = "RequestTimeout"
-NOT_HTTP = "BadRequest"
 
 
 class _HeadRefused(Exception):

@@ -22,9 +22,8 @@ from botocore.credentials import Credentials as BotoCredentials
 from jitgate.api.app import create_control_app
 from jitgate.audit.batcher import audit_writer_for
 from jitgate.audit.flood import FailureThrottle
-from jitgate.audit.log import NewEvent
 from jitgate.awsapi import operations
-from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol, RefusalReport
+from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
@@ -92,18 +91,6 @@ def build_aws_endpoint(
         gateway_hosts=("localhost", settings.aws_listen[0]),
         failures=failures or FailureThrottle.from_settings(settings, core.clock, "aws"),
     )
-
-
-def _control_refusals(core: Jitgate, app: Any) -> RefusalReport:
-    """Records the control plane's refused requests as its failed authentications are: singly
-    until a source floods, then counted (D11)."""
-
-    def report(source: str, code: str, message: str) -> None:
-        if app.state.auth_failures.admit(source, code):
-            data = {"code": code, "message": message, "source": source}
-            core.audit.record(core.clock.now(), NewEvent("request.refused", "anonymous", data=data))
-
-    return report
 
 
 def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Server:
@@ -174,7 +161,9 @@ async def serve(
         core, aws_endpoint=aws_url, account_id=endpoint.account_id if endpoint else None
     )
     grace = {"timeout_graceful_shutdown": shutdown_grace}
-    control_http = BoundedHeadProtocol.reporting_to(_control_refusals(core, control_app))
+    # Requests a listener refuses before its app are recorded like its failed authentications.
+    control_refusals = control_app.state.auth_failures.refusals("request.refused")
+    control_http = BoundedHeadProtocol.reporting_to(control_refusals)
     servers = [_server(control_app, *listeners.control, http=control_http, **grace)]
     if endpoint is not None and listeners.aws is not None:
         tls = {}
@@ -187,7 +176,7 @@ async def serve(
                 endpoint,
                 *listeners.aws,
                 proxy_headers=False,
-                http=AwsBoundedHeadProtocol.reporting_to(endpoint.head_refused),
+                http=AwsBoundedHeadProtocol.reporting_to(endpoint.failures.refusals("call.denied")),
                 **grace,
                 **tls,
             )

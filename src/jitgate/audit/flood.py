@@ -167,6 +167,17 @@ class FailureRecorder:
             self._write_later()
         return admitted
 
+    def refusals(self, event_type: str) -> Callable[[str, str, str], None]:
+        """A listener's report of requests it refused before any app saw them (``source``,
+        ``code``, ``message``): each an anonymous ``event_type`` event, through this throttle."""
+
+        def report(source: str, code: str, message: str) -> None:
+            if self.admit(source, code):
+                data = {"code": code, "message": message, "source": source}
+                self._write(NewEvent(event_type, "anonymous", data=data))
+
+        return report
+
     def write_summaries(self, *, closing: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()

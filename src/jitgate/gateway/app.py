@@ -221,14 +221,6 @@ class AwsEndpoint:
     def _write_nowait(self, event: NewEvent) -> None:
         self.batcher.record_nowait(event)
 
-    def head_refused(self, source: str, code: str, message: str) -> None:
-        """A request the listener refused before it reached this app (its head too large or
-        too slow, not HTTP, pipelined too deep): denied before authentication, so recorded
-        singly until its source floods, then counted (D11)."""
-        if self.failures.admit(source, code):
-            data = {"code": code, "message": message, "source": source}
-            self._write_nowait(NewEvent("call.denied", "anonymous", data=data))
-
     def _derive(self, access_key_id: str, grant_id: str) -> tuple[str, str]:
         return (
             self.master_key.secret_access_key(access_key_id, grant_id),
