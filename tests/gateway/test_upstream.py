@@ -8,10 +8,10 @@ import socket
 import threading
 import time
 
-import aiohttp
 import pytest
 from botocore.credentials import Credentials
 
+from jitgate.gateway.http_client import UpstreamError
 from jitgate.gateway.upstream import Upstream
 
 
@@ -41,18 +41,25 @@ def test_a_call_waiting_for_a_busy_pool_gives_up_after_the_pool_wait() -> None:
         pool_wait_seconds=0.3,
     )
 
-    async def two_calls() -> tuple[float, type[BaseException] | None]:
+    async def two_calls() -> tuple[float, BaseException | None]:
         await upstream.start()
-        assert upstream.session is not None
+        client = upstream.client
+        assert client is not None
+        destination = upstream.destination("s3", "us-east-1")
+
+        async def get(path: str) -> None:
+            async with client.exchange("GET", destination.origin, path, {}):
+                pass
+
         try:
-            first = asyncio.ensure_future(upstream.session.get(url + "/held"))
+            first = asyncio.ensure_future(get("/held"))
             await asyncio.sleep(0.1)  # the only connection is now taken by a silent call
             started = time.monotonic()
-            error: type[BaseException] | None = None
+            error: BaseException | None = None
             try:
-                await upstream.session.get(url + "/second")
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                error = type(exc)
+                await get("/second")
+            except (TimeoutError, UpstreamError) as exc:
+                error = exc
             first.cancel()
             return time.monotonic() - started, error
         finally:
@@ -65,7 +72,8 @@ def test_a_call_waiting_for_a_busy_pool_gives_up_after_the_pool_wait() -> None:
         server.close()
         for connection in held:
             connection.close()
-    assert error is not None and issubclass(error, TimeoutError)
+    assert isinstance(error, UpstreamError)
+    assert "all 1 upstream connections stayed busy for 0.3 s" in str(error)
     assert waited < 5  # not the 300 s read timeout, nor forever
 
 

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import itertools
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,8 +24,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
-
-import aiohttp
 
 from jitgate.audit.batcher import AuditWriter
 from jitgate.audit.flood import FailureRecorder, FailureThrottle
@@ -38,6 +35,7 @@ from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOpera
 from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway.errors import AwsError, protocol_for, render
+from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.upstream import Upstream
 from jitgate.grants.credentials import MasterKey
@@ -55,7 +53,7 @@ MAX_BUFFERED_BODY = 20 * 1024 * 1024  # one non-S3 request body, read whole to v
 MAX_BUFFERED_TOTAL = 256 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
 # A client that stops reading a response holds an upstream connection from the pool: after this
-# long without taking a piece, the call ends (AWS's side: aiohttp's sock_read timeout).
+# long without taking a piece, the call ends (AWS's side: the upstream client's read timeout).
 CLIENT_STALL_SECONDS = 120.0
 # A request body that stops arriving for this long ends the call (nginx's client_body_timeout):
 # a buffered body holds the shared memory budget, a streamed one a pooled upstream connection.
@@ -600,7 +598,8 @@ class AwsEndpoint:
         receive: Receive,
         send: Send,
     ) -> None:
-        assert self.upstream.session is not None, "upstream not started"
+        client = self.upstream.client
+        assert client is not None, "upstream not started"
         headers = call.headers
         destination = self.upstream.destination(call.service, call.region)
         raw_path = call.raw_path
@@ -613,7 +612,6 @@ class AwsEndpoint:
             if k not in _HOP_BY_HOP and k not in sigv4.SIGNER_OWNED_HEADERS
         }
         payload_hash = info.payload_hash
-        rejection = _Rejection()
         data: Any
         if body is not None:
             data = body
@@ -666,37 +664,41 @@ class AwsEndpoint:
             key_cache=self.upstream_key_cache,
         )
         out.update(signed)
-        out.pop("host")
-        url = destination.url(raw_path, query)
         expect_continue = False
         if data is not None and not isinstance(data, bytes):
-            data = _noting_rejection(data, rejection)
             # The client waits for "100 Continue" before sending its body: so does jitgate, and
             # the 100 reaches the client only when AWS sends one. An upload AWS refuses at once
             # (403, 400) is then answered with AWS's own error, its body never sent.
             expect_continue = "100-continue" in headers.get("expect", "").lower()
         try:
-            async with self.upstream.session.request(
+            async with client.exchange(
                 call.method,
-                aiohttp.client.URL(url, encoded=True),
-                headers=out,
-                data=data,
-                allow_redirects=False,
-                expect100=expect_continue,
+                destination.origin,
+                destination.target(raw_path, query),
+                out,
+                data,
+                expect_continue=expect_continue,
             ) as response:
-                call.upstream_request_id = response.headers.get(
-                    "x-amz-request-id"
-                ) or response.headers.get("x-amzn-requestid")
+                call.upstream_request_id = response.header("x-amz-request-id") or response.header(
+                    "x-amzn-requestid"
+                )
                 await self._relay(call, response, receive, send)
             self._record_outcome(call, call.status, error=call.ended_early)
         except _BodyRejected as exc:
             self._record_outcome(call, 400, error=exc.error.message)
             raise exc.error from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if not call.status and rejection.error is not None:
-                # aiohttp wraps what the body iterator raised in a connection error.
-                self._record_outcome(call, 400, error=rejection.error.message)
-                raise rejection.error from None
+        except MalformedAnswer as exc:
+            if call.upstream_request_id is None:
+                call.upstream_request_id = exc.header("x-amz-request-id") or exc.header(
+                    "x-amzn-requestid"
+                )
+            if call.status:
+                log.warning("upstream broke HTTP mid-response on call %s: %s", call.request_id, exc)
+                self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
+                return
+            self._record_outcome(call, 502, error=str(exc))
+            raise AwsError("BadGateway", f"{exc}; not passed on") from None
+        except (TimeoutError, UpstreamError) as exc:
             if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
                 self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
@@ -706,9 +708,7 @@ class AwsEndpoint:
                 "ServiceUnavailable", "the upstream AWS endpoint could not be reached"
             ) from None
 
-    async def _relay(
-        self, call: Call, response: aiohttp.ClientResponse, receive: Receive, send: Send
-    ) -> None:
+    async def _relay(self, call: Call, response: Response, receive: Receive, send: Send) -> None:
         """Stream the upstream's response to the client; stop reading it if the client leaves."""
         status = response.status
         bodiless = status < 200 or status in (204, 304)
@@ -724,13 +724,9 @@ class AwsEndpoint:
             # Answered before the request body was read (the upstream refused it at once):
             # unread body bytes must never be parsed as the next request.
             response_headers.append((b"connection", b"close"))
-        invalid = _unsendable_header(response_headers)
-        if invalid is not None:
-            response.close()
-            why = f"the upstream's {invalid} header holds a character HTTP forbids; not passed on"
-            call.status, call.ended_early = 502, why
-            await self._send_error(call, AwsError("BadGateway", why), send)
-            return
+        # A header uvicorn would refuse to send mid-call (a control character, a name that is
+        # not a token) never gets here: the upstream client refuses such an answer as it parses
+        # it (MalformedAnswer above; tests/gateway/test_http_client.py checks every such byte).
         send = _to_client(send)
         stall = asyncio.timeout(None)  # armed only while a piece waits for the client
         try:
@@ -752,7 +748,7 @@ class AwsEndpoint:
     async def _stream_body(
         self,
         call: Call,
-        response: aiohttp.ClientResponse,
+        response: Response,
         receive: Receive,
         send: Send,
         stall: asyncio.Timeout,
@@ -775,7 +771,7 @@ class AwsEndpoint:
             stall.reschedule(None)
 
         try:
-            async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+            while chunk := await response.read(STREAM_CHUNK):
                 if gone is not None and gone.done():
                     raise _ClientGone
                 call.bytes_out += len(chunk)
@@ -787,7 +783,7 @@ class AwsEndpoint:
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
 
-    def _ended_early(self, call: Call, response: aiohttp.ClientResponse, why: str) -> None:
+    def _ended_early(self, call: Call, response: Response, why: str) -> None:
         response.close()  # the rest is not read from AWS
         call.status = 499  # nginx's "client closed request": no status reached the client
         call.ended_early = why
@@ -795,10 +791,6 @@ class AwsEndpoint:
 
 
 # --- body helpers -------------------------------------------------------------------------------
-class _Rejection:
-    error: AwsError | None = None  # why the request body was refused mid-stream
-
-
 class _ClientGone(Exception):
     """The client closed its connection before the whole response was sent."""
 
@@ -818,19 +810,6 @@ def _to_client(send: Send) -> Send:
             raise _ClientGone from exc
 
     return sending
-
-
-# What uvicorn refuses to send (it raises mid-call): RFC 9110 allows no control characters
-# but tab in a field value, and only token characters in a name.
-_BAD_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\\"/\[\]?={} \t]')
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _unsendable_header(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
-            return repr(name.decode("latin-1"))
-    return None
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -905,19 +884,6 @@ async def _receive_stream(receive: Receive, call: Call) -> AsyncIterator[bytes]:
             yield chunk
         if not message.get("more_body", False):
             return
-
-
-async def _noting_rejection(
-    source: AsyncIterator[bytes], rejection: _Rejection
-) -> AsyncIterator[bytes]:
-    """Pass the body through, keeping the reason if it is refused (aiohttp, which iterates it
-    to send it upstream, reports only a connection error)."""
-    try:
-        async for chunk in source:
-            yield chunk
-    except _BodyRejected as exc:
-        rejection.error = exc.error
-        raise
 
 
 async def _hash_checked(source: AsyncIterator[bytes], expected: str) -> AsyncIterator[bytes]:

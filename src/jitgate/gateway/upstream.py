@@ -11,27 +11,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
 import botocore.session
-from aiohttp.connector import Connection
 from botocore.credentials import Credentials as BotoCredentials
+
+from jitgate.gateway.http_client import HttpClient, Origin
 
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
 # How long an upload that asked for "100 Continue" waits for it before sending its body anyway,
-# as botocore and curl do (RFC 9110 10.1.1: a server may never answer it). aiohttp alone waits
-# for ever, so an upstream that ignores the header would hang the upload.
+# as botocore and curl do (RFC 9110 10.1.1: a server may never answer it).
 CONTINUE_WAIT_SECONDS = 1.0
-
-
-class _ContinueAfterWait(aiohttp.ClientRequest):
-    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
-        waiting = self._continue
-        if waiting is not None:
-            timer = self.loop.call_later(
-                CONTINUE_WAIT_SECONDS, lambda: waiting.done() or waiting.set_result(True)
-            )
-            waiting.add_done_callback(lambda _: timer.cancel())
-        return await super().send(conn)
 
 
 @dataclass(frozen=True)
@@ -39,11 +27,11 @@ class Destination:
     scheme: str
     host: str  # host[:port] as sent in the Host header
     base_path: str  # path prefix of an override endpoint ("" normally)
+    origin: Origin  # where to connect: scheme, host and port
 
-    def url(self, raw_path: str, query: str) -> str:
-        return f"{self.scheme}://{self.host}{self.base_path}{raw_path}" + (
-            f"?{query}" if query else ""
-        )
+    def target(self, raw_path: str, query: str) -> str:
+        """The request target sent upstream: the path (under the override's prefix) and query."""
+        return f"{self.base_path}{raw_path}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -67,34 +55,36 @@ class Upstream:
             parts = urlsplit(endpoint_override)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"upstream endpoint {endpoint_override!r} is not an http(s) URL")
-            self._override = Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"))
+            try:
+                origin = Origin.parse(parts.scheme, parts.netloc)
+            except ValueError:
+                raise ValueError(
+                    f"upstream endpoint {endpoint_override!r} has a bad port"
+                ) from None
+            self._override = Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"), origin)
         self._credentials = credentials or botocore.session.get_session().get_credentials()
         self._pool_size = pool_size
         self._pool_wait_seconds = pool_wait_seconds
-        self.session: aiohttp.ClientSession | None = None
+        self.client: HttpClient | None = None
 
     async def start(self) -> None:
-        if self.session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=60
-            )
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Content-Type", "Accept", "Accept-Encoding"),
-                request_class=_ContinueAfterWait,
-                # connect: waiting for a pooled connection (all may be busy with slow calls)
-                # plus opening one; then no silence longer than sock_read. No total: a 1 GiB
-                # object may take minutes.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._pool_wait_seconds, sock_connect=10, sock_read=300
-                ),
+        if self.client is None:
+            # Waiting for a pooled connection (all may be busy with slow calls) is bounded;
+            # then no silence longer than read_seconds. No total: a 1 GiB object may take
+            # minutes.
+            self.client = HttpClient(
+                limit=self._pool_size,
+                pool_wait_seconds=self._pool_wait_seconds,
+                connect_seconds=10.0,
+                read_seconds=300.0,
+                keepalive_seconds=30.0,
+                continue_wait_seconds=CONTINUE_WAIT_SECONDS,
             )
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
 
     def destination(self, service: str, region: str) -> Destination:
         if self._override is not None:
@@ -102,7 +92,8 @@ class Upstream:
         if not _REGION.fullmatch(region):
             raise ValueError(f"invalid region {region!r}")
         suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-        return Destination("https", f"{service}.{region}.{suffix}", "")
+        host = f"{service}.{region}.{suffix}"
+        return Destination("https", host, "", Origin("https", host, 443))
 
     def identity(self) -> SigningIdentity:
         if self._credentials is None:
