@@ -4,14 +4,16 @@ Run: .venv/bin/python -m benchmarks.gateway [--quick]
 Needs Debian's nginx and wrk, and py-spy in .venv for the profile: ``sh benchmarks/setup.sh``.
 
 S3 GetObject 1 KiB and 1 MiB, PutObject 1 MiB and DynamoDB GetItem, at concurrency 1 and 32,
-through four paths to the same upstream: direct; an nginx reverse proxy (the floor of any
-hop); a bare pass-through Python proxy on jitgate's own stack (uvicorn + aiohttp, no checks:
-benchmarks/passthrough.py); and jitgate with real grants, in its own process as
-``jitgate serve`` runs it (benchmarks/gateway_launcher.py). Two upstreams: moto in its auth
-mode, and a fast S3-shaped nginx that serves fixed bodies and ignores auth
-(benchmarks/nginx/), so jitgate's own cost is not hidden behind moto's. Load is wrk (one
-thread, keep-alive) replaying freshly signed requests (benchmarks/gateway_load.py says how they
-are signed); each cell is the better of ``reps`` runs, the four paths interleaved run by run.
+through five paths to the same upstream: direct; an nginx reverse proxy (the floor of any
+hop); a bare pass-through Python proxy with no checks (benchmarks/passthrough.py) on jitgate's
+own stack (uvicorn + jitgate's upstream client: "python hop") and on uvicorn + aiohttp's client
+(the stack jitgate used until D13, and issue 3's planning numbers: "aiohttp hop"); and
+jitgate with real grants, in its own process as ``jitgate serve`` runs it
+(benchmarks/gateway_launcher.py). Two upstreams: moto in its auth mode, and a fast S3-shaped
+nginx that serves fixed bodies and ignores auth (benchmarks/nginx/), so jitgate's own cost is
+not hidden behind moto's. Load is wrk (one thread, keep-alive) replaying freshly signed requests
+(benchmarks/gateway_load.py says how they are signed); each cell is the better of ``reps`` runs,
+the five paths interleaved run by run.
 
 Then: one big object streamed GET and PUT through fresh processes with their peak RSS
 (/proc/PID/status, VmHWM reset first); jitgate variants measured side by side
@@ -72,7 +74,9 @@ from jitgate.sandbox.moto import free_port, start_moto
 REPO = Path(__file__).resolve().parent.parent
 console = Console(width=200)  # the tables are wide; don't fold them to 80 columns in a pipe
 NGINX_TEMPLATES = Path(__file__).resolve().parent / "nginx"
-PATHS = ("direct", "nginx", "python hop", "jitgate")
+# "python hop": the bare hop on jitgate's own stack (uvicorn + jitgate's upstream client, D13);
+# "aiohttp hop": the same hop on aiohttp's client, the stack issue 3's planning numbers used.
+PATHS = ("direct", "nginx", "aiohttp hop", "python hop", "jitgate")
 FAST_CREDS = Creds("AKIDBENCHFAST", "bench-secret-ignored-by-nginx")
 ADDED_P50_TARGET_US = 300.0
 HOP_RATIO_TARGET = 0.60
@@ -312,6 +316,7 @@ class Stack:
     pids: dict[str, int] = field(default_factory=dict)
     jitgate: Jitgate | None = None
     hop: subprocess.Popen[bytes] | None = None
+    aiohttp_hop: subprocess.Popen[bytes] | None = None
 
     def creds_for(self, path: str, op: Op) -> Creds:
         if path == "jitgate":
@@ -383,6 +388,10 @@ def start_python_paths(procs: Processes, stack: Stack, tag: str) -> None:
         procs, stack.upstream_port, f"python-hop-{tag}"
     )
     stack.pids["python hop"] = stack.hop.pid
+    stack.ports["aiohttp hop"], stack.aiohttp_hop = start_passthrough(
+        procs, stack.upstream_port, f"aiohttp-hop-{tag}", ("--client", "aiohttp")
+    )
+    stack.pids["aiohttp hop"] = stack.aiohttp_hop.pid
     stack.jitgate = start_jitgate(procs, stack.upstream_port, stack.creds, f"jitgate-{tag}")
     stack.ports["jitgate"] = stack.jitgate.port
     stack.pids["jitgate"] = stack.jitgate.process.pid
@@ -390,8 +399,9 @@ def start_python_paths(procs: Processes, stack: Stack, tag: str) -> None:
 
 def restart_python_paths(procs: Processes, stack: Stack, tag: str) -> None:
     """New python-hop and jitgate processes (RSS measured from a process nothing else grew)."""
-    assert stack.jitgate is not None and stack.hop is not None
+    assert stack.jitgate is not None and stack.hop is not None and stack.aiohttp_hop is not None
     procs.stop(stack.hop)
+    procs.stop(stack.aiohttp_hop)
     procs.stop(stack.jitgate.process)
     start_python_paths(procs, stack, tag)
 
@@ -497,6 +507,7 @@ def matrix_table(stack: Stack, results: Results) -> None:
         for concurrency in (1, 32):
             direct = results[op.name, "direct", concurrency]
             hop = results[op.name, "python hop", concurrency]
+            aiohttp_hop = results[op.name, "aiohttp hop", concurrency]
             for path in PATHS:
                 cell = results[op.name, path, concurrency]
                 rows.append(
@@ -510,6 +521,7 @@ def matrix_table(stack: Stack, results: Results) -> None:
                         "" if path == "direct" else f"{cell.p50_us - direct.p50_us:+,.0f}",
                         pct(cell.rps / direct.rps),
                         pct(cell.rps / hop.rps) if path == "jitgate" else "",
+                        pct(cell.rps / aiohttp_hop.rps) if path == "jitgate" else "",
                         us(cell.cpu_us) if cell.cpu_us is not None else "",
                         f"{cell.requests:,}" + (f" ({cell.errors} err)" if cell.errors else ""),
                     )
@@ -526,6 +538,7 @@ def matrix_table(stack: Stack, results: Results) -> None:
             "p50 vs direct µs",
             "req/s ÷ direct",
             "÷ python hop",
+            "÷ aiohttp hop",
             "CPU µs/req",
             "requests",
         ],
@@ -880,17 +893,18 @@ def targets_table(fast: Results, moto: Results, big: list[tuple[str, str, Transf
                 verdict(added <= ADDED_P50_TARGET_US),
             )
         )
-    for op in OPS:
-        ratio = fast[op.name, "jitgate", 32].rps / fast[op.name, "python hop", 32].rps
-        rows.append(
-            (
-                "req/s ÷ python hop, c=32, fast",
-                op.name,
-                pct(ratio),
-                "≥ 60%",
-                verdict(ratio >= HOP_RATIO_TARGET),
+    for hop in ("python hop", "aiohttp hop"):
+        for op in OPS:
+            ratio = fast[op.name, "jitgate", 32].rps / fast[op.name, hop, 32].rps
+            rows.append(
+                (
+                    f"req/s ÷ {hop}, c=32, fast",
+                    op.name,
+                    pct(ratio),
+                    "≥ 60%",
+                    verdict(ratio >= HOP_RATIO_TARGET),
+                )
             )
-        )
     for concurrency in (32, 1):
         for op in OPS:
             ratio = (

@@ -1,11 +1,12 @@
 """A bare pass-through HTTP proxy on jitgate's own server stack: the floor of a Python hop.
 
 uvicorn (same configuration as jitgate's AWS endpoint: httptools, no access log, no lifespan,
-no proxy headers)
-on the same event loop as `jitgate serve` (uvloop), serving a plain ASGI app that forwards
-every request, unchanged and unchecked, over a pooled aiohttp session configured like
-jitgate's upstream, streaming both ways in the same 256 KiB pieces. No SigV4, no grant lookup, no audit: whatever jitgate costs
-beyond this is its checks, its record and its re-signing.
+no proxy headers) on the same event loop as `jitgate serve` (uvloop), serving a plain ASGI app
+that forwards every request, unchanged and unchecked, streaming both ways in the same 256 KiB
+pieces, over a pooled upstream client: jitgate's own (jitgate.gateway.http_client, as jitgate
+uses it; the default) or aiohttp's (``--client aiohttp``: the stack jitgate used until D13,
+and the one issue 3's planning numbers were measured on). No SigV4, no grant lookup, no audit:
+whatever jitgate costs beyond this is its checks, its record and its re-signing.
 
 Run: .venv/bin/python -m benchmarks.passthrough --upstream http://127.0.0.1:PORT --port PORT
 """
@@ -19,10 +20,13 @@ import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import uvicorn
 import uvloop
+
+from jitgate.gateway.http_client import HttpClient, Origin, UpstreamError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -42,6 +46,59 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "server", "date"})
+
+
+class LeanPassthrough:
+    """The same hop on jitgate's own upstream client."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.origin = Origin.parse(parts.scheme, parts.netloc)
+        self.client = HttpClient()
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers: dict[str, str] = {}
+        streamed = False
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.lower()
+            if name in _HOP_BY_HOP:
+                streamed = streamed or name == b"transfer-encoding"
+                continue
+            headers[name.decode("latin-1")] = raw_value.decode("latin-1")
+        length = headers.get("content-length", "0")
+        data = _body(receive) if streamed or length != "0" else None
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        if query:
+            target += "?" + query
+        try:
+            async with self.client.exchange(
+                scope["method"], self.origin, target, headers, data
+            ) as response:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": [
+                            (name.lower(), value)
+                            for name, value in response.raw_headers
+                            if name.lower().decode("latin-1") not in _RESPONSE_DROP
+                        ],
+                    }
+                )
+                while chunk := await response.read(STREAM_CHUNK):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        except (TimeoutError, UpstreamError):
+            await _bad_gateway(send)
 
 
 class Passthrough:
@@ -108,14 +165,14 @@ class Passthrough:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except (TimeoutError, aiohttp.ClientError):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 502,
-                    "headers": [(b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
+            await _bad_gateway(send)
+
+
+async def _bad_gateway(send: Send) -> None:
+    await send(
+        {"type": "http.response.start", "status": 502, "headers": [(b"content-length", b"0")]}
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
@@ -130,8 +187,10 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def serve(upstream: str, port: int, read_bufsize: int | None = None) -> None:
-    app = Passthrough(upstream, read_bufsize)
+async def serve(upstream: str, port: int, client: str, read_bufsize: int | None = None) -> None:
+    app: Passthrough | LeanPassthrough = (
+        Passthrough(upstream, read_bufsize) if client == "aiohttp" else LeanPassthrough(upstream)
+    )
     await app.start()
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -158,6 +217,12 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="http://HOST:PORT to forward to")
     parser.add_argument("--port", type=int, required=True, help="port to listen on (127.0.0.1)")
     parser.add_argument(
+        "--client",
+        choices=("jitgate", "aiohttp"),
+        default="jitgate",
+        help="the upstream client: jitgate's own (as jitgate) or aiohttp's",
+    )
+    parser.add_argument(
         "--read-bufsize",
         type=int,
         default=None,
@@ -167,7 +232,9 @@ def main() -> None:
     gc.collect()
     gc.freeze()  # as `jitgate serve` does (jitgate.server.settle_for_serving)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.upstream, args.port, args.read_bufsize))  # as `jitgate serve`
+        uvloop.run(
+            serve(args.upstream, args.port, args.client, args.read_bufsize)
+        )  # as `jitgate serve`
 
 
 if __name__ == "__main__":
