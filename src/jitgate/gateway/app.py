@@ -687,22 +687,19 @@ class AwsEndpoint:
         except _BodyRejected as exc:
             self._record_outcome(call, 400, error=exc.error.message)
             raise exc.error from None
-        except MalformedAnswer as exc:
-            if call.upstream_request_id is None:
+        except (TimeoutError, UpstreamError) as exc:
+            malformed = isinstance(exc, MalformedAnswer)
+            if malformed and call.upstream_request_id is None:  # read before the fault
                 call.upstream_request_id = exc.header("x-amz-request-id") or exc.header(
                     "x-amzn-requestid"
                 )
             if call.status:
-                log.warning("upstream broke HTTP mid-response on call %s: %s", call.request_id, exc)
-                self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
-                return
-            self._record_outcome(call, 502, error=str(exc))
-            raise AwsError("BadGateway", f"{exc}; not passed on") from None
-        except (TimeoutError, UpstreamError) as exc:
-            if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
                 self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
                 return
+            if malformed:  # it answered, but not in HTTP that can be passed on
+                self._record_outcome(call, 502, error=str(exc))
+                raise AwsError("BadGateway", f"{exc}; not passed on") from None
             self._record_outcome(call, 502, error=f"upstream failed: {exc}")
             raise AwsError(
                 "ServiceUnavailable", "the upstream AWS endpoint could not be reached"
