@@ -624,6 +624,32 @@ def test_silence_longer_than_the_read_time_ends_the_call() -> None:
     run(go())
 
 
+def test_an_upstream_that_stops_reading_the_body_ends_the_call_in_time() -> None:
+    stop = threading.Event()
+
+    def handle(conn: socket.socket, number: int) -> None:
+        Reader(conn, server).head()
+        stop.wait(10)  # reads nothing more: the client's writes back up
+
+    server = serve(handle)
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    async def go() -> None:
+        client = HttpClient(read_seconds=0.3)
+        with pytest.raises(TimeoutError, match="sent nothing for 0.3 s while sending the request"):
+            await fetch(client, server.port, "PUT", "/", {}, endless())
+        await client.close()
+
+    try:
+        run(go())
+    finally:
+        stop.set()
+
+
 def test_nobody_listening_is_an_upstream_error() -> None:
     unused = socket.create_server(("127.0.0.1", 0))
     port = unused.getsockname()[1]

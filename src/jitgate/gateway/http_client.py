@@ -404,6 +404,13 @@ class _Connection(asyncio.Protocol):
         self.active = False  # an exchange is under way (bytes from the upstream are expected)
         self.idle_since = 0.0
         self.exchanges = 0  # exchanges begun on this connection, the current one included
+        self._loop: asyncio.AbstractEventLoop | None = None  # set when connected
+        self._progress = (
+            0.0  # monotonic time of the upstream's last sign of life, or a wait's start
+        )
+        self._waiting_for: str | None = None  # what a wait timed by the watchdog waits for
+        self._stalled: str | None = None  # why the watchdog failed a wait
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reset(head_only=False)
 
     def _reset(self, *, head_only: bool) -> None:
@@ -531,25 +538,42 @@ class _Connection(asyncio.Protocol):
             else:
                 self._transport.abort()
         self.closed = True
+        self._stop_watching()
 
     async def _wait(self, doing: str, *, timeout: bool = True) -> None:
+        """Until the upstream does something; ``timeout``: at most read_seconds of silence (the
+        connection's watchdog times it, so a wait costs no timer of its own)."""
         self._check()
-        waiter = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "not connected"
+        waiter = self._loop.create_future()
         self._waiter = waiter
+        if timeout:
+            self._waiting_for = doing
+            self._progress = time.monotonic()
         try:
-            if timeout:
-                try:
-                    async with asyncio.timeout(self._read_seconds):
-                        await waiter
-                except TimeoutError:
-                    raise TimeoutError(
-                        f"the upstream sent nothing for {self._read_seconds:g} s while {doing}"
-                    ) from None
-            else:
-                await waiter
+            await waiter
         finally:
             self._waiter = None
+            self._waiting_for = None
+        if self._stalled is not None:
+            raise TimeoutError(self._stalled)
         self._check()
+
+    def _watch(self) -> None:
+        """The watchdog: fails a wait that heard nothing for read_seconds, else looks again
+        when the current silence would reach that (one timer per connection, not per wait)."""
+        self._watchdog = None
+        if self.closed or self._loop is None:
+            return
+        now = time.monotonic()
+        due = self._progress + self._read_seconds
+        if self._waiting_for is not None and now >= due:
+            self._stalled = (
+                f"the upstream sent nothing for {self._read_seconds:g} s while {self._waiting_for}"
+            )
+            self._fail(self._stalled)
+            return
+        self._watchdog = self._loop.call_later(max(due - now, self._read_seconds / 2), self._watch)
 
     def _check(self) -> None:
         if self.failure is not None and not (self.complete or self._chunks):
@@ -566,17 +590,27 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and not self.closed:
             self._transport.abort()
         self.closed = True
+        self._stop_watching()
         self._wake()
+
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._progress = time.monotonic()
+        self._watchdog = self._loop.call_later(self._read_seconds, self._watch)
 
     def data_received(self, data: bytes) -> None:
         if not self.active:
             self._fail("the upstream sent bytes while no request was waiting for them")
             return
         self.answered = True
+        self._progress = time.monotonic()
         if not self.head_done:
             self._head_bytes += len(data)
         try:
@@ -595,6 +629,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_watching()
         if self.head_done and not self.complete and self._until_close() and exc is None:
             self.complete = True  # a body delimited by the connection's end has ended
             self._keep_alive = False
@@ -612,6 +647,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._progress = time.monotonic()
         self._wake()
 
     # --- httptools callbacks --------------------------------------------------------------------
