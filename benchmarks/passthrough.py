@@ -65,35 +65,12 @@ class LeanPassthrough:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        headers: dict[str, str] = {}
-        streamed = False
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.lower()
-            if name in _HOP_BY_HOP:
-                streamed = streamed or name == b"transfer-encoding"
-                continue
-            headers[name.decode("latin-1")] = raw_value.decode("latin-1")
-        length = headers.get("content-length", "0")
-        data = _body(receive) if streamed or length != "0" else None
-        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
-        if query:
-            target += "?" + query
+        headers, data, target = _request(scope, receive)
         try:
             async with self.client.exchange(
                 scope["method"], self.origin, target, headers, data
             ) as response:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": [
-                            (name.lower(), value)
-                            for name, value in response.raw_headers
-                            if name.lower().decode("latin-1") not in _RESPONSE_DROP
-                        ],
-                    }
-                )
+                await send(_response_start(response.status, response.raw_headers))
                 while chunk := await response.read(STREAM_CHUNK):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
@@ -129,19 +106,8 @@ class Passthrough:
         if scope["type"] != "http":
             return
         assert self.session is not None
-        headers: dict[str, str] = {}
-        streamed = False
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.lower()
-            if name in _HOP_BY_HOP:
-                streamed = streamed or name == b"transfer-encoding"
-                continue
-            headers[name.decode("latin-1")] = raw_value.decode("latin-1")
-        length = headers.get("content-length", "0")
-        data = _body(receive) if streamed or length != "0" else None
-        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = self.upstream + raw_path + (f"?{query}" if query else "")
+        headers, data, target = _request(scope, receive)
+        url = self.upstream + target
         try:
             async with self.session.request(
                 scope["method"],
@@ -150,22 +116,43 @@ class Passthrough:
                 data=data,
                 allow_redirects=False,
             ) as response:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": [
-                            (name.lower(), value)
-                            for name, value in response.raw_headers
-                            if name.lower().decode("latin-1") not in _RESPONSE_DROP
-                        ],
-                    }
-                )
+                await send(_response_start(response.status, response.raw_headers))
                 async for chunk in response.content.iter_chunked(STREAM_CHUNK):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
         except (TimeoutError, aiohttp.ClientError):
             await _bad_gateway(send)
+
+
+def _request(
+    scope: dict[str, Any], receive: Receive
+) -> tuple[dict[str, str], AsyncIterator[bytes] | None, str]:
+    """The headers to forward (hop-by-hop ones dropped), the body if any, and the target."""
+    headers: dict[str, str] = {}
+    streamed = False
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.lower()
+        if name in _HOP_BY_HOP:
+            streamed = streamed or name == b"transfer-encoding"
+            continue
+        headers[name.decode("latin-1")] = raw_value.decode("latin-1")
+    length = headers.get("content-length", "0")
+    data = _body(receive) if streamed or length != "0" else None
+    target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    return headers, data, target + (f"?{query}" if query else "")
+
+
+def _response_start(status: int, raw_headers: Any) -> dict[str, Any]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (name.lower(), value)
+            for name, value in raw_headers
+            if name.lower().decode("latin-1") not in _RESPONSE_DROP
+        ],
+    }
 
 
 async def _bad_gateway(send: Send) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -20,11 +18,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from e2e.conftest import self_signed_certificate  # tests/ is on the path: gateway is a package
 from jitgate.gateway import http_client
 from jitgate.gateway.http_client import HttpClient, MalformedAnswer, Origin, UpstreamError
 
@@ -131,6 +126,19 @@ def answering(*answers: bytes) -> Handler:
                 return
             conn.sendall(answer)
         reader.request()
+
+    return handle
+
+
+def body_collector(got: list[bytes]) -> Handler:
+    """Read a request's head, then keep every byte sent after it in ``got``."""
+
+    def handle(conn: socket.socket, number: int) -> None:
+        reader = Reader(conn, SERVERS[-1])
+        reader.head()
+        got.append(reader.buffer)
+        while data := conn.recv(65536):
+            got.append(data)
 
     return handle
 
@@ -411,15 +419,7 @@ def test_what_the_body_raises_reaches_the_caller_and_the_request_is_cut_off() ->
         pass
 
     got: list[bytes] = []
-
-    def handle(conn: socket.socket, number: int) -> None:
-        reader = Reader(conn, server)
-        reader.head()
-        got.append(reader.buffer)
-        while data := conn.recv(65536):
-            got.append(data)
-
-    server = serve(handle)
+    server = serve(body_collector(got))
 
     async def go() -> None:
         client = HttpClient()
@@ -687,41 +687,8 @@ def test_a_reader_that_falls_behind_stops_the_socket_instead_of_buffering() -> N
 
 
 # --- TLS --------------------------------------------------------------------------------------
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_https_checks_the_certificate_and_its_name(tmp_path: Path) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, dns_names=("localhost",))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     server = serve(answering(OK, OK), server_context)
@@ -829,15 +796,7 @@ def test_a_streamed_body_longer_than_declared_never_reaches_its_declared_end() -
     # The chunk that completes the declared length is written before the next one shows the
     # body is longer: the upstream holds a complete request although the call fails.
     got: list[bytes] = []
-
-    def handle(conn: socket.socket, number: int) -> None:
-        reader = Reader(conn, server)
-        reader.head()
-        got.append(reader.buffer)
-        while data := conn.recv(65536):
-            got.append(data)
-
-    server = serve(handle)
+    server = serve(body_collector(got))
 
     async def body() -> AsyncIterator[bytes]:
         yield b"abc"
