@@ -382,6 +382,20 @@ def test_a_streamed_body_is_sent_with_its_length_or_chunked() -> None:
     )
 
 
+@pytest.mark.parametrize("size", [0, 1, http_client._ONE_WRITE, http_client._ONE_WRITE + 1])
+def test_a_body_in_memory_arrives_whole_with_its_length(size: int) -> None:
+    server = serve(answering(OK))
+    body = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+
+    async def go() -> None:
+        client = HttpClient()
+        await fetch(client, server.port, "POST", "/", {"x-amz-target": "T"}, body)
+        await client.close()
+
+    run(go())
+    assert server.received[0].endswith(b"content-length: %d\r\n\r\n" % size + body)
+
+
 @pytest.mark.parametrize(
     ("declared", "chunks", "why"),
     [("10", (b"abc",), "ended after 3 of its 10"), ("2", (b"abc",), "longer than its 2")],

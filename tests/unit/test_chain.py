@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +52,20 @@ def test_hash_is_sha256_of_previous_hash_and_body() -> None:
 
 def test_canonical_json_sorts_keys_without_spaces() -> None:
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=_JSON)
+def test_canonical_json_is_byte_for_byte_what_json_dumps_wrote(value: object) -> None:
+    """The encoder is built once now; logs written before must still verify."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
 
 
 def test_intact_chain_verifies() -> None:

@@ -16,8 +16,13 @@ from typing import Any
 GENESIS = "0" * 64
 
 
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on
+# every call, built once (the same output; every event's hash depends on it).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def event_hash(prev_hash: str, body: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import httptools
 
 MAX_RESPONSE_HEADERS = 256
+_ONE_WRITE = 64 * 1024  # a body held in memory up to this size goes out with its head
 MAX_HEAD_BYTES = 64 * 1024  # a response head (1xx heads included) larger than this is refused
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -281,15 +282,19 @@ class _Exchange:
 
     async def _send(self, connection: _Connection, head: bytes, length: int | None) -> None:
         connection.begin(self._method == "HEAD")
-        connection.write(head)
         body = self._body
         if isinstance(body, bytes):
-            if body:
+            if len(body) <= _ONE_WRITE:
+                connection.write(head + body)  # one system call for a small request
+            else:
+                connection.write(head)
                 connection.write(body)
             connection.sent_all = True
         elif body is None:
+            connection.write(head)
             connection.sent_all = True
         else:
+            connection.write(head)
             if self._expect_continue:
                 await connection.wait_for_continue(self._client.continue_wait_seconds)
             if not connection.head_done:
