@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
+import ssl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from botocore.credentials import Credentials
 
+from e2e.conftest import self_signed_certificate
 from jitgate.gateway.http_client import UpstreamError
-from jitgate.gateway.upstream import Upstream
+from jitgate.gateway.upstream import Upstream, upstream_tls
 
 
 def silent_server() -> tuple[socket.socket, list[socket.socket]]:
@@ -81,3 +84,15 @@ def test_a_call_waiting_for_a_busy_pool_gives_up_after_the_pool_wait() -> None:
 def test_an_override_must_be_an_http_url(override: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
         Upstream(endpoint_override=override, credentials=Credentials("a", "b"))
+
+
+def test_upstream_tls_trusts_aws_ca_bundle_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, _ = self_signed_certificate(tmp_path, dns_names=("private.example",))
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    trusted = {c["subject"] for c in upstream_tls().get_ca_certs()}
+    assert trusted == {((("commonName", "jitgate e2e"),),)}  # that bundle, and only it
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert upstream_tls().verify_mode == ssl.CERT_REQUIRED
+    assert upstream_tls().check_hostname

@@ -7,7 +7,9 @@ been checked against a strict pattern.
 
 from __future__ import annotations
 
+import os
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -79,6 +81,7 @@ class Upstream:
                 read_seconds=300.0,
                 keepalive_seconds=30.0,
                 continue_wait_seconds=CONTINUE_WAIT_SECONDS,
+                ssl_context=upstream_tls(),
             )
 
     async def close(self) -> None:
@@ -102,3 +105,11 @@ class Upstream:
             )
         frozen = self._credentials.get_frozen_credentials()
         return SigningIdentity(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def upstream_tls() -> ssl.SSLContext:
+    """Certificates checked against AWS_CA_BUNDLE when it is set, as botocore and the AWS CLI
+    do (a proxy or endpoint with a private CA); otherwise the system's trust store (which
+    honours SSL_CERT_FILE and SSL_CERT_DIR)."""
+    bundle = os.environ.get("AWS_CA_BUNDLE") or None
+    return ssl.create_default_context(cafile=bundle)
