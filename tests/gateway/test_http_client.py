@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -906,3 +907,26 @@ def test_idle_connections_of_an_origin_no_longer_used_are_closed_in_time() -> No
         await client.close()
 
     run(go())
+
+
+def test_the_watchdog_looks_again_at_a_waits_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait 1 ms from its deadline is checked again at that deadline, not half a read time
+    later (which let a silence run to 1.5 times the limit on uvloop; found in review)."""
+    delays: list[float] = []
+
+    class Loop:
+        def call_later(self, delay: float, callback: object) -> object:
+            delays.append(delay)
+            return types.SimpleNamespace(cancel=lambda: None)
+
+    connection = http_client._Connection(read_seconds=300.0)
+    connection._loop = Loop()  # type: ignore[assignment]
+    connection._progress = 1000.0
+    connection._waiting_for = "waiting for the answer"
+    monkeypatch.setattr(http_client.time, "monotonic", lambda: 1299.999)
+    connection._watch()
+    assert connection._stalled is None and delays[-1] <= 0.01
+    monkeypatch.setattr(http_client.time, "monotonic", lambda: 1300.0)
+    connection._watch()
+    assert connection._stalled == "the upstream sent nothing for 300 s while waiting for the answer"
+    assert connection.failure is not None

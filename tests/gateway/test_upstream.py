@@ -15,7 +15,7 @@ from botocore.credentials import Credentials
 
 from e2e.conftest import self_signed_certificate
 from jitgate.gateway.http_client import UpstreamError
-from jitgate.gateway.upstream import Upstream, upstream_tls
+from jitgate.gateway.upstream import Upstream, ca_bundle, upstream_tls
 
 
 def silent_server() -> tuple[socket.socket, list[socket.socket]]:
@@ -86,13 +86,25 @@ def test_an_override_must_be_an_http_url(override: str) -> None:
         Upstream(endpoint_override=override, credentials=Credentials("a", "b"))
 
 
-def test_upstream_tls_trusts_aws_ca_bundle_when_set(
+def test_upstream_tls_trusts_only_aws_ca_bundle_when_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, _ = self_signed_certificate(tmp_path, dns_names=("private.example",))
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
-    trusted = {c["subject"] for c in upstream_tls().get_ca_certs()}
+    assert ca_bundle() == str(cert)  # read as botocore reads it
+    trusted = {c["subject"] for c in upstream_tls(ca_bundle()).get_ca_certs()}
     assert trusted == {((("commonName", "jitgate e2e"),),)}  # that bundle, and only it
-    monkeypatch.delenv("AWS_CA_BUNDLE")
-    assert upstream_tls().verify_mode == ssl.CERT_REQUIRED
-    assert upstream_tls().check_hostname
+    context = upstream_tls(None)  # no bundle: the system's store
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_a_bad_ca_bundle_names_itself_at_start_and_only_when_tls_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/nonexistent/private-ca.pem")
+    credentials = Credentials("AKIDEXAMPLE", "secret")
+    with pytest.raises(RuntimeError, match=r"CA bundle '/nonexistent/private-ca.pem' \(AWS_CA"):
+        asyncio.run(Upstream(credentials=credentials).start())
+    plain = Upstream(endpoint_override="http://127.0.0.1:9", credentials=credentials)
+    asyncio.run(plain.start())  # no TLS upstream: the bundle is not read
+    assert plain.client is not None

@@ -572,13 +572,17 @@ class _Connection(asyncio.Protocol):
             return
         now = time.monotonic()
         due = self._progress + self._read_seconds
-        if self._waiting_for is not None and now >= due:
+        if self._waiting_for is None:
+            delay = self._read_seconds / 2  # idle: a wait that starts is seen within this
+        elif now >= due:
             self._stalled = (
                 f"the upstream sent nothing for {self._read_seconds:g} s while {self._waiting_for}"
             )
             self._fail(self._stalled)
             return
-        self._watchdog = self._loop.call_later(max(due - now, self._read_seconds / 2), self._watch)
+        else:
+            delay = max(due - now, 0.001)  # at the deadline (uvloop's timers have 1 ms steps)
+        self._watchdog = self._loop.call_later(delay, self._watch)
 
     def _check(self) -> None:
         if self.failure is not None and not (self.complete or self._chunks):

@@ -7,7 +7,6 @@ been checked against a strict pattern.
 
 from __future__ import annotations
 
-import os
 import re
 import ssl
 from dataclasses import dataclass
@@ -68,6 +67,8 @@ class Upstream:
         self._pool_size = pool_size
         self._pool_wait_seconds = pool_wait_seconds
         self.client: HttpClient | None = None
+        # Real AWS, or an https override: TLS settings are read (and checked) at start.
+        self._over_tls = self._override is None or self._override.scheme == "https"
 
     async def start(self) -> None:
         if self.client is None:
@@ -81,7 +82,7 @@ class Upstream:
                 read_seconds=300.0,
                 keepalive_seconds=30.0,
                 continue_wait_seconds=CONTINUE_WAIT_SECONDS,
-                ssl_context=upstream_tls(),
+                ssl_context=upstream_tls(ca_bundle()) if self._over_tls else None,
             )
 
     async def close(self) -> None:
@@ -107,9 +108,19 @@ class Upstream:
         return SigningIdentity(frozen.access_key, frozen.secret_key, frozen.token)
 
 
-def upstream_tls() -> ssl.SSLContext:
-    """Certificates checked against AWS_CA_BUNDLE when it is set, as botocore and the AWS CLI
-    do (a proxy or endpoint with a private CA); otherwise the system's trust store (which
-    honours SSL_CERT_FILE and SSL_CERT_DIR)."""
-    bundle = os.environ.get("AWS_CA_BUNDLE") or None
-    return ssl.create_default_context(cafile=bundle)
+def ca_bundle() -> str | None:
+    """The CA bundle botocore would use: AWS_CA_BUNDLE, or the profile's ``ca_bundle``."""
+    return botocore.session.get_session().get_config_variable("ca_bundle") or None
+
+
+def upstream_tls(bundle: str | None) -> ssl.SSLContext:
+    """Certificates checked against ``bundle`` alone when there is one (a proxy or an endpoint
+    with a private CA), as botocore and the AWS CLI do; otherwise against the system's trust
+    store (which honours SSL_CERT_FILE and SSL_CERT_DIR)."""
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise RuntimeError(
+            f"cannot load the CA bundle {bundle!r} (AWS_CA_BUNDLE or the profile's ca_bundle):"
+            f" {exc}"
+        ) from exc
