@@ -930,3 +930,23 @@ def test_the_watchdog_looks_again_at_a_waits_deadline(monkeypatch: pytest.Monkey
     connection._watch()
     assert connection._stalled == "the upstream sent nothing for 300 s while waiting for the answer"
     assert connection.failure is not None
+
+
+def test_a_response_says_when_its_last_piece_has_been_read() -> None:
+    size = 3 * 256 * 1024 + 5
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"b" * size
+    server = serve(answering(big))
+
+    async def go() -> list[tuple[int, bool]]:
+        client = HttpClient()
+        seen = []
+        async with client.exchange("GET", Origin("http", "127.0.0.1", server.port), "/", {}) as r:
+            while piece := await r.read(256 * 1024):
+                seen.append((len(piece), r.at_end))
+            assert r.at_end
+        await client.close()
+        return seen
+
+    seen = run(go())
+    assert sum(n for n, _ in seen) == size
+    assert [end for _, end in seen] == [False] * (len(seen) - 1) + [True]

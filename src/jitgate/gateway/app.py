@@ -772,7 +772,12 @@ class AwsEndpoint:
                 if gone is not None and gone.done():
                     raise _ClientGone
                 call.bytes_out += len(chunk)
-                await send_in_time({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = response.at_end  # the last piece ends the answer: one send fewer
+                await send_in_time(
+                    {"type": "http.response.body", "body": chunk, "more_body": not last}
+                )
+                if last:
+                    return
             await send_in_time({"type": "http.response.body", "body": b""})
         finally:
             if gone is not None and not gone.done():

@@ -98,6 +98,11 @@ class Response:
         """Up to ``limit`` bytes of the body as soon as any are here; b"" once it has ended."""
         return await self._connection.read_body(limit)
 
+    @property
+    def at_end(self) -> bool:
+        """The whole body has arrived and been read (the next ``read`` returns b"")."""
+        return self._connection.complete and not self._connection._chunks
+
     def close(self) -> None:
         """Stop reading: the rest of the body is not fetched and the connection is closed."""
         self._connection.discard()
