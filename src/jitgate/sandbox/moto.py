@@ -47,10 +47,11 @@ class MotoServer:
     port: int
     process: subprocess.Popen[bytes]
     credentials: Credentials
+    ca_file: str | None = None  # served over HTTPS with this self-signed certificate
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def client(self, service: str, **kwargs: object) -> object:
         """A boto3 client talking to moto directly as jitgate (for seeding and checks)."""
@@ -60,6 +61,7 @@ class MotoServer:
             region_name=REGION,
             aws_access_key_id=self.credentials.access_key,
             aws_secret_access_key=self.credentials.secret_key,
+            verify=self.ca_file,
             **kwargs,
         )
 
@@ -85,14 +87,18 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"moto server did not listen on port {port} within {timeout}s")
 
 
-def start_moto(port: int | None = None, *, auth: bool = True) -> MotoServer:
-    """Start moto on loopback; with ``auth`` it checks signatures and IAM after bootstrap."""
+def start_moto(
+    port: int | None = None, *, auth: bool = True, tls: tuple[str, str] | None = None
+) -> MotoServer:
+    """Start moto on loopback; with ``auth`` it checks signatures and IAM after bootstrap;
+    with ``tls`` = (certificate, key) it serves HTTPS (the certificate must name 127.0.0.1)."""
     port = port or free_port()
     env = dict(os.environ)
     env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_BOOTSTRAP_CALLS if auth else 10**9)
     env.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    serve_tls = ["-c", tls[0], "-k", tls[1]] if tls else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *serve_tls],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -101,7 +107,8 @@ def start_moto(port: int | None = None, *, auth: bool = True) -> MotoServer:
         _wait_for_port(port, process)
         iam = boto3.client(
             "iam",
-            endpoint_url=f"http://127.0.0.1:{port}",
+            endpoint_url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
+            verify=tls[0] if tls else None,
             region_name=REGION,
             aws_access_key_id="bootstrap",
             aws_secret_access_key="bootstrap",  # noqa: S106 - moto ignores it during bootstrap
@@ -114,7 +121,8 @@ def start_moto(port: int | None = None, *, auth: bool = True) -> MotoServer:
     except BaseException:
         process.kill()
         raise
-    return MotoServer(port, process, Credentials(key["AccessKeyId"], key["SecretAccessKey"]))
+    credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    return MotoServer(port, process, credentials, tls[0] if tls else None)
 
 
 def seed_demo_data(moto: MotoServer) -> None:
