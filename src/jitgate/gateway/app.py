@@ -679,9 +679,7 @@ class AwsEndpoint:
                 data,
                 expect_continue=expect_continue,
             ) as response:
-                call.upstream_request_id = response.header("x-amz-request-id") or response.header(
-                    "x-amzn-requestid"
-                )
+                call.upstream_request_id = _upstream_request_id(response)
                 await self._relay(call, response, receive, send)
             self._record_outcome(call, call.status, error=call.ended_early)
         except _BodyRejected as exc:
@@ -690,9 +688,7 @@ class AwsEndpoint:
         except (TimeoutError, UpstreamError) as exc:
             malformed = isinstance(exc, MalformedAnswer)
             if malformed and call.upstream_request_id is None:  # read before the fault
-                call.upstream_request_id = exc.header("x-amz-request-id") or exc.header(
-                    "x-amzn-requestid"
-                )
+                call.upstream_request_id = _upstream_request_id(exc)
             if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
                 self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
@@ -790,6 +786,11 @@ class AwsEndpoint:
         call.status = 499  # nginx's "client closed request": no status reached the client
         call.ended_early = why
         log.info("call %s: %s", call.request_id, why)
+
+
+def _upstream_request_id(answer: Response | MalformedAnswer) -> str | None:
+    """The id AWS gave the call: S3's header, or the one the JSON and query services send."""
+    return answer.header("x-amz-request-id") or answer.header("x-amzn-requestid")
 
 
 # --- body helpers -------------------------------------------------------------------------------

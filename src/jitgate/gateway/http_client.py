@@ -33,9 +33,10 @@ MAX_RESPONSE_HEADERS = 256
 _ONE_WRITE = 64 * 1024  # a body held in memory up to this size goes out with its head
 MAX_HEAD_BYTES = 64 * 1024  # a response head (1xx heads included) larger than this is refused
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # a token (RFC 9110 5.6.2)
+_TOKEN = re.compile(_TCHARS)
 # Header names joined by ":" (which no token holds): all checked in one match.
-_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?::[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+_TOKENS = re.compile(f"{_TCHARS}(?::{_TCHARS})*")
 # A response body buffered beyond this stops reading from the socket until the caller takes it.
 READ_HIGH_WATER = 512 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -83,9 +84,8 @@ class Origin:
 class Response:
     """The head of the upstream's final answer; its body is read piece by piece."""
 
-    def __init__(self, connection: _Connection, method: str) -> None:
+    def __init__(self, connection: _Connection) -> None:
         self._connection = connection
-        self._method = method
         self.status = connection.status
         self.raw_headers: list[tuple[bytes, bytes]] = connection.headers
         self.content_length = connection.content_length
@@ -283,7 +283,7 @@ class _Exchange:
         except BaseException:
             self._finish(abort=True)
             raise
-        return Response(connection, self._method)
+        return Response(connection)
 
     async def _send(self, connection: _Connection, head: bytes, length: int | None) -> None:
         connection.begin(self._method == "HEAD")
@@ -415,9 +415,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.exchanges = 0  # exchanges begun on this connection, the current one included
         self._loop: asyncio.AbstractEventLoop | None = None  # set when connected
-        self._progress = (
-            0.0  # monotonic time of the upstream's last sign of life, or a wait's start
-        )
+        # Monotonic time of the upstream's last sign of life, or of a wait's start.
+        self._progress = 0.0
         self._waiting_for: str | None = None  # what a wait timed by the watchdog waits for
         self._stalled: str | None = None  # why the watchdog failed a wait
         self._watchdog: asyncio.TimerHandle | None = None
@@ -540,15 +539,7 @@ class _Connection(asyncio.Protocol):
 
     def discard(self) -> None:
         """Close the connection (an exchange that did not end cleanly is never reused)."""
-        if self.failure is None:
-            self.failure = UpstreamError("the connection was closed by jitgate")
-        if self._transport is not None and not self.closed:
-            if self.complete:
-                self._transport.close()
-            else:
-                self._transport.abort()
-        self.closed = True
-        self._stop_watching()
+        self._shut("the connection was closed by jitgate", graceful=self.complete)
 
     async def _wait(self, doing: str, *, timeout: bool = True) -> None:
         """Until the upstream does something; ``timeout``: at most read_seconds of silence (the
@@ -599,13 +590,20 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _fail(self, why: str | UpstreamError) -> None:
+        self._shut(why, graceful=False)
+        self._wake()
+
+    def _shut(self, why: str | UpstreamError, *, graceful: bool) -> None:
+        """Close for good, keeping the first reason; ``graceful``: let written bytes go."""
         if self.failure is None:
             self.failure = UpstreamError(why) if isinstance(why, str) else why
         if self._transport is not None and not self.closed:
-            self._transport.abort()
+            if graceful:
+                self._transport.close()
+            else:
+                self._transport.abort()
         self.closed = True
         self._stop_watching()
-        self._wake()
 
     def _stop_watching(self) -> None:
         if self._watchdog is not None:

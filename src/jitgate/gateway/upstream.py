@@ -25,7 +25,6 @@ CONTINUE_WAIT_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Destination:
-    scheme: str
     host: str  # host[:port] as sent in the Host header
     base_path: str  # path prefix of an override endpoint ("" normally)
     origin: Origin  # where to connect: scheme, host and port
@@ -62,13 +61,13 @@ class Upstream:
                 raise ValueError(
                     f"upstream endpoint {endpoint_override!r} has a bad port"
                 ) from None
-            self._override = Destination(parts.scheme, parts.netloc, parts.path.rstrip("/"), origin)
+            self._override = Destination(parts.netloc, parts.path.rstrip("/"), origin)
         self._credentials = credentials or botocore.session.get_session().get_credentials()
         self._pool_size = pool_size
         self._pool_wait_seconds = pool_wait_seconds
         self.client: HttpClient | None = None
         # Real AWS, or an https override: TLS settings are read (and checked) at start.
-        self._over_tls = self._override is None or self._override.scheme == "https"
+        self._over_tls = self._override is None or self._override.origin.scheme == "https"
 
     async def start(self) -> None:
         if self.client is None:
@@ -97,7 +96,7 @@ class Upstream:
             raise ValueError(f"invalid region {region!r}")
         suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
         host = f"{service}.{region}.{suffix}"
-        return Destination("https", host, "", Origin("https", host, 443))
+        return Destination(host, "", Origin("https", host, 443))
 
     def identity(self) -> SigningIdentity:
         if self._credentials is None:
