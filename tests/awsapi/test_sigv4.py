@@ -30,6 +30,7 @@ from botocore.utils import percent_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jitgate.awsapi import sigv4
 from jitgate.awsapi.sigv4 import (
     EMPTY_SHA256,
     STREAMING_SIGNED,
@@ -1555,3 +1556,94 @@ def test_decoder_for_request_checks_headers() -> None:
     plain = dataclasses.replace(info, payload_hash=EMPTY_SHA256)
     with pytest.raises(SigV4Error, match="not aws-chunked"):
         ChunkedPayloadDecoder.for_request(plain, AWS_CHUNKED_HEADERS)
+
+
+# --- the Authorization header's fast path ---------------------------------------------------------
+_AUTH_PIECES = st.sampled_from(
+    [
+        "AWS4-HMAC-SHA256",
+        "AWS4-HMAC-SHA1",
+        " ",
+        "  ",
+        "Credential=",
+        "AKIDEXAMPLE",
+        "ASIA-key_1",
+        "/",
+        "20261129",
+        "2026112",
+        "us-east-1",
+        "US-EAST-1",
+        "s3",
+        "aws4_request",
+        ",",
+        ", ",
+        "SignedHeaders=",
+        "host",
+        ";",
+        "x-amz-date",
+        "x-amz-security-token",
+        "Host",
+        "Signature=",
+        "a" * 64,
+        "A" * 64,
+        "0" * 63,
+        "=",
+        "\t",
+    ]
+)
+_SDK_SHAPED = st.builds(
+    lambda key, region, service, names, sig, comma: (
+        f"AWS4-HMAC-SHA256 Credential={key}/20261129/{region}/{service}/aws4_request{comma}"
+        f"SignedHeaders={';'.join(names)}{comma}Signature={sig}"
+    ),
+    # Mostly what SDKs send, now and then one field wrong.
+    st.sampled_from(["AKIDEXAMPLE"] * 8 + ["ASIA0123", "", "k" * 129, "bad key"]),
+    st.sampled_from(["us-east-1"] * 8 + ["", "Eu-west-1", "r" * 65]),
+    st.sampled_from(["s3"] * 6 + ["dynamodb"] * 2 + ["S3", "s/3"]),
+    st.lists(
+        st.sampled_from(["host"] * 4 + ["x-amz-date", "x-amz-security-token", "", "Host", "a b"]),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from(["f0" * 32] * 8 + ["F" * 64, "f" * 63, "g" * 64]),
+    st.sampled_from([", "] * 4 + [",", " , ", ",  "]),
+)
+
+
+def _outcome(parse: Any, authorization: str, headers: dict[str, str]) -> object:
+    try:
+        return parse(authorization, headers)
+    except SigV4Error as exc:
+        return (exc.code, str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    authorization=st.one_of(_SDK_SHAPED, st.lists(_AUTH_PIECES, max_size=14).map("".join)),
+    amz_date=st.sampled_from(["20261129T120000Z", " 20261129T120000Z ", "20261129T250000Z", None]),
+    token=st.sampled_from([None, "tok"]),
+)
+def test_the_fast_path_reads_every_authorization_header_as_the_full_parser_does(
+    authorization: str, amz_date: str | None, token: str | None
+) -> None:
+    """The one-regex path for the header SDKs write is an optimisation: whatever the header,
+    the claims (or the refusal) are exactly the field-by-field parser's."""
+    headers: dict[str, str] = {"host": "localhost"}
+    if amz_date is not None:
+        headers["x-amz-date"] = amz_date
+    else:
+        headers["date"] = "Sun, 29 Nov 2026 12:00:00 GMT"
+    if token is not None:
+        headers["x-amz-security-token"] = token
+    fast = _outcome(sigv4._parse_authorization_header, authorization, headers)
+    full = _outcome(sigv4._parse_authorization_header_fully, authorization, headers)
+    assert fast == full
+
+
+def test_the_fast_path_is_taken_for_what_botocore_signs() -> None:
+    request = AWSRequest(method="GET", url="https://localhost/bucket/key", headers={})
+    botocore.auth.SigV4Auth(
+        Credentials("AKIDEXAMPLE", "secret", "tok"), "s3", "us-east-1"
+    ).add_auth(request)
+    authorization = request.headers["Authorization"]
+    assert sigv4._AUTHORIZATION_AS_SDKS_WRITE_IT.fullmatch(authorization)

@@ -341,6 +341,28 @@ def _format_timestamp(when: datetime) -> str:
     )
 
 
+class _SecondStamp:
+    """_format_timestamp of a UTC time, formatted once per second (every forwarded call is
+    signed with the time of day: this is a seventh of formatting it)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = (-1.5, "")  # (whole seconds since the epoch, stamp): replaced in one piece
+
+    def of(self, when: datetime) -> str:
+        second = when.timestamp() // 1
+        last = self.last
+        if last[0] == second:
+            return last[1]
+        stamp = _format_timestamp(when)
+        self.last = (second, stamp)
+        return stamp
+
+
+_SIGNING_STAMP = _SecondStamp()
+
+
 def _parse_timestamp(value: str) -> datetime | None:
     if not _TIMESTAMP_RE.fullmatch(value):
         return None
@@ -479,7 +501,32 @@ def parse_auth(method: str, raw_path: str, query: str, headers: Mapping[str, str
     return _parse_authorization_header(authorization, headers)
 
 
+# The header as every SDK writes it: one match instead of splitting and checking field by field.
+# Anything else (other spacing, upper-case hex, odd order, errors) takes the general path below.
+_AUTHORIZATION_AS_SDKS_WRITE_IT = re.compile(
+    re.escape(ALGORITHM) + r" Credential=([A-Za-z0-9_-]{1,128})/([0-9]{8})/([a-z0-9-]{1,64})"
+    r"/([a-z0-9-]{1,64})/aws4_request, ?SignedHeaders=([!#$%&'*+.^_`|~0-9a-z;-]+)"
+    r", ?Signature=([0-9a-f]{64})"
+)
+
+
 def _parse_authorization_header(authorization: str, headers: Mapping[str, str]) -> ParsedAuth:
+    match = _AUTHORIZATION_AS_SDKS_WRITE_IT.fullmatch(authorization)
+    if match is not None:
+        access_key, date, region, service, names, signature = match.groups()
+        signed_headers = tuple(names.split(";"))
+        if (
+            "" not in signed_headers
+            and "host" in signed_headers
+            and len(set(signed_headers)) == len(signed_headers)
+        ):
+            return _claims_of_header(
+                access_key, date, region, service, signed_headers, signature, headers
+            )
+    return _parse_authorization_header_fully(authorization, headers)
+
+
+def _parse_authorization_header_fully(authorization: str, headers: Mapping[str, str]) -> ParsedAuth:
     code = "AuthorizationHeaderMalformed"
     algorithm, _, rest = authorization.strip().partition(" ")
     if algorithm != ALGORITHM:
@@ -511,10 +558,23 @@ def _parse_authorization_header(authorization: str, headers: Mapping[str, str]) 
     signature = fields["Signature"].lower()
     if not _SIGNATURE_RE.fullmatch(signature):
         raise SigV4Error(code, "the Signature must be 64 hexadecimal digits")
+    return _claims_of_header(access_key, date, region, service, signed_headers, signature, headers)
 
+
+def _claims_of_header(
+    access_key: str,
+    date: str,
+    region: str,
+    service: str,
+    signed_headers: tuple[str, ...],
+    signature: str,
+    headers: Mapping[str, str],
+) -> ParsedAuth:
     amz_date = headers.get("x-amz-date")
+    timestamp = ""
     if amz_date is not None:
-        when = _parse_timestamp(amz_date.strip())
+        timestamp = amz_date.strip()
+        when = _parse_timestamp(timestamp)  # a match is already in _format_timestamp's form
     elif "date" in headers:
         when = _parse_http_date(headers["date"])
     else:
@@ -535,7 +595,7 @@ def _parse_authorization_header(authorization: str, headers: Mapping[str, str]) 
         signed_headers=signed_headers,
         signature=signature,
         presigned=False,
-        timestamp=_format_timestamp(when),
+        timestamp=timestamp if amz_date is not None else _format_timestamp(when),
         amz_date=when,
         security_token=token,
     )
@@ -787,7 +847,7 @@ def sign_headers(
     The query is signed in its canonical encoded form; forward a query that is already encoded
     the way AWS expects (``+`` is not a space) or AWS will compute a different signature.
     """
-    timestamp = _format_timestamp(_utc(now))
+    timestamp = _SIGNING_STAMP.of(now if now.tzinfo is UTC else _utc(now))
     date = timestamp[:8]
     added: dict[str, str] = {"x-amz-date": timestamp}
     if session_token:

@@ -37,6 +37,7 @@ from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
+from jitgate.gateway.stall import ClientStalled, StallWatch
 from jitgate.gateway.upstream import Upstream
 from jitgate.grants.credentials import MasterKey
 from jitgate.grants.service import consume_one_call
@@ -206,6 +207,7 @@ class AwsEndpoint:
         # os.urandom is a system call, ~10 us here).
         self._id_prefix = secrets.token_hex(8)
         self._id_counter = itertools.count(1)
+        self.stall_watch = StallWatch()  # clients that stop reading their answer
         self.key_cache = sigv4.SigningKeyCache()
         self.upstream_key_cache = sigv4.SigningKeyCache()
         # A grant's secret key and session token, derived from the master key (two HMACs),
@@ -721,19 +723,15 @@ class AwsEndpoint:
         # not a token) never gets here: the upstream client refuses such an answer as it parses
         # it (MalformedAnswer above; tests/gateway/test_http_client.py checks every such byte).
         send = _to_client(send)
-        stall = asyncio.timeout(None)  # armed only while a piece waits for the client
         try:
             await send(
                 {"type": "http.response.start", "status": status, "headers": response_headers}
             )
             call.status = status
-            async with stall:
-                await self._stream_body(call, response, receive, send, stall)
+            await self._stream_body(call, response, receive, send)
         except _ClientGone:
             self._ended_early(call, response, "the client left mid-response")
-        except TimeoutError:
-            if not stall.expired():
-                raise  # the upstream's silence, not the client's
+        except ClientStalled:
             self._ended_early(
                 call, response, f"the client stopped reading for {CLIENT_STALL_SECONDS:g} s"
             )
@@ -744,7 +742,6 @@ class AwsEndpoint:
         response: Response,
         receive: Receive,
         send: Send,
-        stall: asyncio.Timeout,
     ) -> None:
         left = response.content_length
         gone: asyncio.Task[None] | None = None
@@ -753,15 +750,15 @@ class AwsEndpoint:
             # More than one piece to send: watch for the client leaving, since sending to a
             # closed connection fails silently and the rest would be read from AWS for nobody.
             gone = asyncio.ensure_future(_disconnected(receive))
-        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        watch = self.stall_watch
 
         async def send_in_time(message: dict[str, Any]) -> None:
             # Every piece, the last (empty) one too: a client that reads nothing leaves send
             # waiting for room, however small the answer (found in review: a one-piece answer
             # cut off by the connection's reset was recorded as a whole 200).
-            stall.reschedule(loop.time() + CLIENT_STALL_SECONDS)
-            await send(message)
-            stall.reschedule(None)
+            await watch.send(send, message, task, CLIENT_STALL_SECONDS)
 
         try:
             while chunk := await response.read(STREAM_CHUNK):

@@ -12,6 +12,7 @@ build an :class:`~jitgate.awsapi.types.Operation` from botocore-style parameters
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Final
@@ -43,7 +44,9 @@ def _unsupported_service(service: str) -> UnsupportedOperation:
     return UnsupportedOperation(f"service '{service}' is not supported by jitgate")
 
 
+@functools.cache
 def _module(service: str) -> ModuleType:
+    """The service's mapping module, imported once (import_module costs ~3 us a call)."""
     name = _MODULES.get(service)
     if name is None:
         raise _unsupported_service(service)
