@@ -138,8 +138,7 @@ def load_settings(home: Path | None = None) -> Settings:
         value = raw.get("audit", {}).get(name, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequest(
-                f"{config_path}: [audit] {name} must be a whole number of at least 1, "
-                f"not {value!r}"
+                f"{config_path}: [audit] {name} must be a whole number of at least 1, not {value!r}"
             )
         failure_limits.append(value)
     sensitive = grants.get("sensitive_arns", [])

@@ -137,8 +137,11 @@ CASES = [
         [("s3:PutObjectRetention", O), ("s3:BypassGovernanceRetention", O)],
     ),
     ("RestoreObject", {**OK, "VersionId": "v1"}, [("s3:RestoreObject", O)]),
-    ("RestoreObject", {**OK, "RestoreRequest": {"Days": 2, "GlacierJobParameters": {
-        "Tier": "Bulk"}}}, [("s3:RestoreObject", O)]),
+    (
+        "RestoreObject",
+        {**OK, "RestoreRequest": {"Days": 2, "GlacierJobParameters": {"Tier": "Bulk"}}},
+        [("s3:RestoreObject", O)],
+    ),
     # --- copies read the source too
     ("CopyObject", {**OK, "CopySource": SOURCE}, [("s3:GetObject", SRC), ("s3:PutObject", O)]),
     (
@@ -325,10 +328,23 @@ REFUSALS = [
     ("CreateBucket", {**BK, "CreateBucketConfiguration": {"Tags": [{"Key": "a", "Value": "b"}]}}),
     ("CreateBucket", {**BK, "BucketNamespace": "account-regional"}),
     # A SELECT restore writes its results to OutputLocation, any bucket (found by review).
-    ("RestoreObject", {**OK, "RestoreRequest": {
-        "Type": "SELECT", "OutputLocation": {"S3": {"BucketName": "other", "Prefix": "p"}}}}),
-    ("RestoreObject", {**OK, "RestoreRequest": {
-        "OutputLocation": {"S3": {"BucketName": "other", "Prefix": "p"}}}}),
+    (
+        "RestoreObject",
+        {
+            **OK,
+            "RestoreRequest": {
+                "Type": "SELECT",
+                "OutputLocation": {"S3": {"BucketName": "other", "Prefix": "p"}},
+            },
+        },
+    ),
+    (
+        "RestoreObject",
+        {
+            **OK,
+            "RestoreRequest": {"OutputLocation": {"S3": {"BucketName": "other", "Prefix": "p"}}},
+        },
+    ),
 ]
 
 

@@ -80,9 +80,7 @@ def test_everything_used_is_tight_and_nothing_used_suggests_nothing() -> None:
 def test_secrets_called_by_name_count_as_used() -> None:
     secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db"
     g = grant(["secretsmanager:GetSecretValue"], [secret])
-    usage = grant_usage(
-        g, [call("call.allowed", ("secretsmanager:GetSecretValue", secret))]
-    )
+    usage = grant_usage(g, [call("call.allowed", ("secretsmanager:GetSecretValue", secret))])
     assert usage["unused_actions"] == [] and usage["unused_resources"] == []
 
 

@@ -305,9 +305,9 @@ def test_one_call_names_its_operation(core: Jitgate, agent: Principal, person) -
     )
     core.grants.approve(person("ann"), grant.id)
     with driver_transaction(core.db) as txn:
-        assert consume_one_call(
-            txn, grant.id, "CreateMultipartUpload", core.clock.now()
-        ) == (f"grant {grant.id} permits one PutObject call, not CreateMultipartUpload")
+        assert consume_one_call(txn, grant.id, "CreateMultipartUpload", core.clock.now()) == (
+            f"grant {grant.id} permits one PutObject call, not CreateMultipartUpload"
+        )
     assert core.grants.get(LOCAL_ADMIN, grant.id)[0].status == "active"
 
 

@@ -45,9 +45,7 @@ def test_an_upload_refused_early_by_the_upstream_gets_the_upstreams_answer(
         s3.put_object(Bucket="reports", Key="early.bin", Body=b"e" * (16 * 1024 * 1024))
     assert info.value.response["Error"]["Code"] == "AccessDenied"
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-    events = refusing.wait_events(
-        grant.id, lambda es: any(e.type == "call.completed" for e in es)
-    )
+    events = refusing.wait_events(grant.id, lambda es: any(e.type == "call.completed" for e in es))
     (completed,) = [e.data for e in events if e.type == "call.completed"]
     assert completed["status"] == 403
     assert completed["upstream_request_id"] == "up-403"

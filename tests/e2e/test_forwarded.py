@@ -185,6 +185,7 @@ def test_a_failure_after_the_call_was_allowed_still_records_its_outcome(
     with pytest.raises(ClientError) as info:
         stack.client("s3", grant.creds).get_object(Bucket="reports", Key="2026/q3.csv")
     assert info.value.response["Error"]["Code"] == "InternalError"
+
     def settled(events: list) -> bool:  # botocore may retry the 500: every try counts
         allowed = {e.data["request_id"] for e in events if e.type == "call.allowed"}
         completed = {e.data["request_id"] for e in events if e.type == "call.completed"}

@@ -43,7 +43,9 @@ def test_jitgate_serve_forwards_records_and_stops_cleanly(tmp_path: Path) -> Non
         config.write_text(
             config.read_text()
             .replace('# account_id = "123456789012"', f'account_id = "{ACCOUNT}"')
-            .replace('# upstream_endpoint = "https://..."', f'upstream_endpoint = "{moto.endpoint}"')
+            .replace(
+                '# upstream_endpoint = "https://..."', f'upstream_endpoint = "{moto.endpoint}"'
+            )
         )
         core = build(load_settings(home))
         _, token = core.identity.create_agent("served-bot")

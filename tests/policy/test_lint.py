@@ -25,7 +25,7 @@ def test_a_write_permit_above_an_hour_is_scope_without_time() -> None:
         '@id("reads")\n@approval("auto")\n@max_duration("15m")\npermit (principal, action, resource)\n'
         'when { context.access_level == "Read" };\n\n'
         '@id("long-admin")\n@approval("required")\n@max_duration("4h")\npermit (principal, action, resource)\n'
-        'when { context.privilege_escalation };\n'
+        "when { context.privilege_escalation };\n"
     )
     assert findings_for(text) == [("scope-without-time", "long-admin", 7)]
 

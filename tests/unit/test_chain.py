@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jitgate.audit.chain import GENESIS, canonical_json, event_hash, verify_rows
@@ -56,18 +57,42 @@ def test_canonical_json_sorts_keys_without_spaces() -> None:
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'
 
 
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Tag(str):
+    pass
+
+
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(), inner, max_size=4)
-    | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 1)
+    | st.floats()
+    | st.floats(min_value=-1e-3, max_value=1e-3)
+    | st.floats(min_value=1e15, max_value=1e17)
+    | st.text()
+    | st.text(alphabet=st.characters(codec=None)),  # lone surrogates too
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 
 
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(value=_JSON)
+@example(value={"duration_ms": 1e-05, "e-": "0.0000", "n": None})
+@example(value=[float("nan"), float("inf"), -0.0, 1e16, 2**64, "\ud800"])
+@example(value={"b": 1, 2: "non-str key"})
+@example(value={"level": _Level.HIGH, "tag": _Tag("t"), "when": [True, 1]})
 def test_canonical_json_is_byte_for_byte_what_json_dumps_wrote(value: object) -> None:
-    """The encoder is built once now; logs written before must still verify."""
+    """orjson writes it, json is the reference: logs written before must still verify and
+    every event body stays what json.dumps would have written."""
     try:
         expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except TypeError as refused:  # keys that cannot be sorted together: refused the same way

@@ -362,9 +362,7 @@ def create_control_app(
             raise InvalidRequest("comment must be a string")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise InvalidRequest("fingerprint must be a string")
-        return core.grants.approve(
-            principal, grant_id, comment, fingerprint=fingerprint
-        ).as_dict()
+        return core.grants.approve(principal, grant_id, comment, fingerprint=fingerprint).as_dict()
 
     @app.post("/v1/grants/{grant_id}/deny", openapi_extra=_schema(CommentBody))
     async def deny(request: Request, grant_id: str) -> dict[str, Any]:

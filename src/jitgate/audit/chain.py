@@ -9,20 +9,47 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64
 
 
-# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on
-# every call, built once (the same output; every event's hash depends on it).
+# The reference: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+# with its encoder built once.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+# orjson writes the same bytes for JSON's own types about four times faster (two events per
+# forwarded call), except where it cannot or writes otherwise; those go to the reference:
+# - it raises (TypeError) on what it does not take: keys that are not strings, integers beyond
+#   64 bits, lone surrogates, and, with these options, datetimes, dataclasses and subclasses of
+#   str, int, dict and list (json has its own rules for those);
+# - floats below 1e-4 ("1e-5" or "0.00001" where json writes "1e-05") and NaN and infinities
+#   (null where json writes NaN): caught by looking for "e-" after a digit, "0.0000" and "null"
+#   in its output, which a string may also hold (then the reference runs; the result is the
+#   same).
+# tests/unit/test_chain.py checks the result against the reference for any JSON value.
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_SMALL_FLOAT = re.compile(r"[0-9]e-")
 
 
 def canonical_json(value: Any) -> str:
-    return _CANONICAL.encode(value)
+    try:
+        text = orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return _CANONICAL.encode(value)
+    if "null" in text or "0.0000" in text or ("e-" in text and _SMALL_FLOAT.search(text)):
+        return _CANONICAL.encode(value)
+    return text
 
 
 def event_hash(prev_hash: str, body: str) -> str:

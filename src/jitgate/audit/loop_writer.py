@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _SyncRequest = tuple[asyncio.AbstractEventLoop, list[tuple["asyncio.Future[int] | None", int]]]
 
+
 class LoopAuditWriter:
     def __init__(
         self,
@@ -170,7 +171,9 @@ class LoopAuditWriter:
                     self.written += sum(1 for r in results if not isinstance(r, BaseException))
                 except Exception as exc:  # noqa: BLE001 - logged; nobody waits for outcomes
                     self.failures += 1
-                    log.error("audit write at shutdown failed for %d events: %s", len(outcomes), exc)
+                    log.error(
+                        "audit write at shutdown failed for %d events: %s", len(outcomes), exc
+                    )
             try:
                 self._fsync_wal()
             except OSError as exc:

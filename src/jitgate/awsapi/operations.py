@@ -176,6 +176,8 @@ class _ServiceIndex:
     protocol: str
     targets: Mapping[str, str] = field(default_factory=dict)  # X-Amz-Target -> operation
     routes: Mapping[str, tuple[_RestRoute, ...]] = field(default_factory=dict)  # by method
+    # The same routes by (method, kind): an S3 object request need not look at bucket routes.
+    routes_by_kind: Mapping[tuple[str, str], tuple[_RestRoute, ...]] = field(default_factory=dict)
 
 
 @functools.cache
@@ -208,7 +210,17 @@ def _index(service: str) -> _ServiceIndex:
             if route is not None:
                 by_method.setdefault(route.method, []).append(route)
         routes = {method: tuple(rs) for method, rs in by_method.items()}
-        return _ServiceIndex(service, model, protocol, routes=routes)
+        by_kind: dict[tuple[str, str], list[_RestRoute]] = {}
+        for method, rs in by_method.items():
+            for route in rs:
+                by_kind.setdefault((method, route.kind), []).append(route)
+        return _ServiceIndex(
+            service,
+            model,
+            protocol,
+            routes=routes,
+            routes_by_kind={key: tuple(rs) for key, rs in by_kind.items()},
+        )
     if protocol in ("query", "ec2"):
         return _ServiceIndex(service, model, protocol)
     raise _refuse(f"service '{service}' uses protocol {protocol!r}, which jitgate cannot read")
@@ -890,7 +902,10 @@ def _identify_rest(idx: _ServiceIndex, req: AwsRequest, headers: Mapping[str, st
     s3_kind, bucket, key = _s3_location(req) if service == "s3" else ("", None, "")
 
     candidates: list[tuple[_RestRoute, dict[str, str]]] = []
-    for route in idx.routes.get(req.method, ()):
+    routes = idx.routes_by_kind.get((req.method, "path"), ())
+    if s3_kind:
+        routes = idx.routes_by_kind.get((req.method, s3_kind), ()) + routes
+    for route in routes:
         if route.kind == "path":
             if service == "s3" and req.bucket_from_host is not None:
                 continue

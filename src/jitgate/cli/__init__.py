@@ -238,7 +238,9 @@ def users_create(
     """Create a person and print their token (shown once, stored only as a hash)."""
     password = approval_commands.read_password() if password_stdin else None
     created = run(
-        lambda: backend(server, token).create_user(name, role, groups=group or [], password=password)
+        lambda: backend(server, token).create_user(
+            name, role, groups=group or [], password=password
+        )
     )
     if as_json:
         emit({"name": created["name"], "role": created["role"], "token": created["token"]}, True)
@@ -401,7 +403,9 @@ def policy_validate(
 
 @policy_app.command("lint")
 def policy_lint(
-    path: Annotated[Path | None, typer.Argument(help="Policy file (default: the configured one).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Policy file (default: the configured one).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Report scope without time, time without scope, and approval on everything; exit 1 on findings."""

@@ -781,9 +781,7 @@ class GrantService:
         return len(events)
 
 
-def check_one_call(
-    one_call: object, operation: object, scope: Scope
-) -> dict[str, Any] | None:
+def check_one_call(one_call: object, operation: object, scope: Scope) -> dict[str, Any] | None:
     """The ``one_call`` column for a request: None for a time window, else the exact call."""
     if one_call is None or one_call is False:
         if operation is not None:
@@ -799,9 +797,7 @@ def check_one_call(
         )
     prefixed = [p.resource for p in scope.pairs if p.prefix]
     if prefixed:
-        raise InvalidRequest(
-            f"a one-call grant names exact resources; {prefixed[0]} is a prefix"
-        )
+        raise InvalidRequest(f"a one-call grant names exact resources; {prefixed[0]} is a prefix")
     return {"operation": operation}
 
 
@@ -829,9 +825,7 @@ def consume_one_call(txn: DriverTxn, grant_id: str, operation: str, now: datetim
     if wanted and wanted != operation:
         return f"grant {grant_id} permits one {wanted} call, not {operation}"
     states.check_transition(states.ACTIVE, states.USED, grant_id)
-    cursor = txn.execute(
-        _USE_ONE_CALL, (states.USED, txn.timestamp(now), grant_id, states.ACTIVE)
-    )
+    cursor = txn.execute(_USE_ONE_CALL, (states.USED, txn.timestamp(now), grant_id, states.ACTIVE))
     txn.memo.pop(("grant", grant_id), None)  # its status just changed
     if cursor.rowcount != 1:
         return f"grant {grant_id} permitted one call and it has been made"

@@ -254,9 +254,7 @@ class IdentityService:
         with self.db.write() as connection:
             if not self._user_exists(connection, name):
                 raise NotFound(f"no user named {name!r}")
-            connection.execute(
-                update(users).where(users.c.name == name).values(disabled=disabled)
-            )
+            connection.execute(update(users).where(users.c.name == name).values(disabled=disabled))
             if disabled:
                 connection.execute(delete(console_sessions).where(console_sessions.c.user == name))
             event = "user.disabled" if disabled else "user.enabled"
