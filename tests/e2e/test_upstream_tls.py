@@ -16,6 +16,7 @@ import pytest
 from jitgate.sandbox.moto import MotoServer, start_moto
 
 from .conftest import Stack, object_arn, self_signed_certificate, start_stack
+from .forward_proxy import ForwardProxy
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_calls_reach_an_https_upstream_whose_certificate_checks_out(
     for stack in _stack(tls_moto, tmp_path / "home"):
         grant = stack.grant(["s3:GetObject"], [object_arn(KEY)])
         s3 = stack.client("s3", grant.creds)
-        for _ in range(3):  # the pooled TLS connection is reused
+        for _ in range(3):  # (moto answers "Connection: close": reuse is tested elsewhere)
             assert s3.get_object(Bucket="reports", Key=KEY)["Body"].read() == BODY
         s3.close()
         events = stack.wait_events(
@@ -81,3 +82,32 @@ def test_an_upstream_certificate_that_cannot_be_verified_stops_the_call(
         for completed in outcomes:
             assert completed["status"] == 502
             assert "CERTIFICATE_VERIFY_FAILED" in completed["error"]
+
+
+def test_calls_leave_through_the_egress_proxy_botocore_would_use(
+    tls_moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY set, as in a network whose only way out is a proxy: jitgate tunnels through
+    it (CONNECT), with TLS to the upstream end to end inside the tunnel."""
+    assert tls_moto.ca_file is not None
+    monkeypatch.setenv("AWS_CA_BUNDLE", tls_moto.ca_file)
+    proxy = ForwardProxy(credentials=("egress", "pw"))
+    for name in ("https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://egress:pw@127.0.0.1:{proxy.port}")
+    try:
+        for stack in _stack(tls_moto, tmp_path / "home"):
+            grant = stack.grant(["s3:GetObject"], [object_arn(KEY)])
+            s3 = stack.client("s3", grant.creds)
+            for _ in range(2):
+                assert s3.get_object(Bucket="reports", Key=KEY)["Body"].read() == BODY
+            s3.close()
+    finally:
+        proxy.close()
+    authority = tls_moto.endpoint.split("://", 1)[1].encode()
+    # moto closes every connection ("Connection: close"), so each call opened its own tunnel
+    # (tests/gateway/test_proxy.py shows a tunnel pooled and reused).
+    assert len(proxy.tunnels) == 2
+    for tunnel in proxy.tunnels:
+        assert tunnel.startswith(b"CONNECT %s HTTP/1.1\r\n" % authority)
+        assert b"proxy-authorization: Basic ZWdyZXNzOnB3\r\n" in tunnel

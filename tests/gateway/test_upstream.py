@@ -108,3 +108,16 @@ def test_a_bad_ca_bundle_names_itself_at_start_and_only_when_tls_is_used(
     plain = Upstream(endpoint_override="http://127.0.0.1:9", credentials=credentials)
     asyncio.run(plain.start())  # no TLS upstream: the bundle is not read
     assert plain.client is not None
+
+
+def test_a_proxy_setting_jitgate_cannot_use_stops_it_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An egress proxy it cannot use is not quietly gone around: AWS would be reached some
+    other way than the network's owner decided."""
+    for name in ("https_proxy", "http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy.internal:3128")
+    credentials = Credentials("AKIDEXAMPLE", "secret")
+    with pytest.raises(RuntimeError, match=r"HTTPS_PROXY: jitgate reaches proxies over http://"):
+        asyncio.run(Upstream(credentials=credentials).start())

@@ -29,6 +29,8 @@ from typing import Any
 
 import httptools
 
+from jitgate.gateway.proxy import Proxy, ProxySettings
+
 MAX_RESPONSE_HEADERS = 256
 _ONE_WRITE = 64 * 1024  # a body held in memory up to this size goes out with its head
 MAX_HEAD_BYTES = 64 * 1024  # a response head (1xx heads included) larger than this is refused
@@ -42,7 +44,10 @@ READ_HIGH_WATER = 512 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 _FORBIDDEN_IN_TARGET = (" ", "\t", "\r", "\n", "\x00")
 # Framing is the client's own: these are never taken from the caller's headers.
-_CLIENT_OWNED = frozenset({"host", "content-length", "transfer-encoding", "expect", "connection"})
+_CLIENT_OWNED = frozenset(
+    {"host", "content-length", "transfer-encoding", "expect", "connection", "proxy-authorization"}
+)
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
 
 
 class UpstreamError(Exception):
@@ -127,6 +132,7 @@ class HttpClient:
         keepalive_seconds: float = 30.0,
         continue_wait_seconds: float = 1.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: ProxySettings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
@@ -136,6 +142,7 @@ class HttpClient:
         self.keepalive_seconds = keepalive_seconds  # an idle connection is not reused after
         self.continue_wait_seconds = continue_wait_seconds
         self._ssl_context = ssl_context
+        self._proxies = proxies if proxies else None  # None: every origin directly
         self._monotonic = monotonic
         self._slots = asyncio.Semaphore(limit)
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -196,6 +203,12 @@ class HttpClient:
             connection.discard()
         return None
 
+    def proxy_for(self, origin: Origin) -> Proxy | None:
+        """The egress proxy that reaches ``origin`` (None: connect to it directly)."""
+        if self._proxies is None:
+            return None
+        return self._proxies.for_origin(origin.scheme, origin.host, origin.port)
+
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
@@ -203,23 +216,61 @@ class HttpClient:
             if self._ssl_context is None:
                 self._ssl_context = ssl.create_default_context()
             context = self._ssl_context
+        proxy = self.proxy_for(origin)
+        where = f"{origin.host}:{origin.port}" + (f" through {proxy.shown}" if proxy else "")
         try:
             async with asyncio.timeout(self.connect_seconds):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self.read_seconds),
-                    origin.host,
-                    origin.port,
-                    ssl=context,
-                    server_hostname=origin.host if context is not None else None,
-                )
+                if proxy is None:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self.read_seconds),
+                        origin.host,
+                        origin.port,
+                        ssl=context,
+                        server_hostname=origin.host if context is not None else None,
+                    )
+                elif context is None:  # absolute-form requests to the proxy (_request_head)
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self.read_seconds), proxy.host, proxy.port
+                    )
+                else:
+                    connection = await self._tunnel(loop, origin, proxy, context)
         except TimeoutError:
             raise UpstreamError(
-                f"connecting to {origin.host}:{origin.port} took over {self.connect_seconds:g} s"
+                f"connecting to {where} took over {self.connect_seconds:g} s"
             ) from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from None
+            raise UpstreamError(f"cannot connect to {where}: {exc}") from None
         self.opened += 1
         return connection
+
+    async def _tunnel(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        origin: Origin,
+        proxy: Proxy,
+        context: ssl.SSLContext,
+    ) -> _Connection:
+        """A CONNECT tunnel through ``proxy``, then TLS to the origin inside it (the proxy
+        sees the host name and encrypted bytes, nothing else)."""
+        handshake = _TunnelHandshake(loop.create_future())
+        transport, _ = await loop.create_connection(lambda: handshake, proxy.host, proxy.port)
+        try:
+            transport.write(_connect_request(origin, proxy))
+            status, reason = await handshake.answer
+            if status != 200:
+                raise UpstreamError(
+                    f"the proxy {proxy.shown} refused to connect to {origin.host}:{origin.port}:"
+                    f" {status} {reason}"
+                )
+            connection = _Connection(self.read_seconds)
+            tls = await loop.start_tls(transport, connection, context, server_hostname=origin.host)
+            if tls is None:  # pragma: no cover - only when the loop is closing
+                raise UpstreamError("the event loop closed while starting TLS")
+            connection.connection_made(tls)
+            return connection
+        except BaseException:
+            transport.abort()
+            raise
 
     def _release(self, origin: Origin, connection: _Connection) -> None:
         self._slots.release()
@@ -257,13 +308,16 @@ class _Exchange:
         self._body_touched = False
 
     async def __aenter__(self) -> Response:
+        origin = self._origin
         head, length = _request_head(
             self._method,
-            self._origin,
+            origin,
             self._target,
             self._headers,
             self._body,
             self._expect_continue,
+            # An http origin behind a proxy is asked in absolute form (https tunnels instead).
+            self._client.proxy_for(origin) if origin.scheme == "http" else None,
         )
         connection = await self._client._acquire(self._origin)
         self._connection = connection
@@ -337,8 +391,12 @@ def _request_head(
     headers: dict[str, str],
     body: bytes | AsyncIterator[bytes] | None,
     expect_continue: bool,
+    proxy: Proxy | None = None,
 ) -> tuple[bytes, int | None]:
-    """The request line and headers, and the body's declared length (None: chunked)."""
+    """The request line and headers, and the body's declared length (None: chunked).
+
+    With ``proxy`` (an http origin reached through it): the target in absolute form and the
+    proxy's credentials."""
     if not _TOKEN.fullmatch(method):
         raise UpstreamError(f"refusing to send method {method[:32]!r}")
     if headers and not _TOKENS.fullmatch(":".join(headers)):
@@ -353,6 +411,10 @@ def _request_head(
         if origin.port != default_port:
             host = f"{host}:{origin.port}"
     lines = [f"host: {host}"]
+    if proxy is not None:
+        target = f"http://{_authority(origin)}{target}"
+        if proxy.authorization is not None:
+            lines.append(f"proxy-authorization: {proxy.authorization}")
     length: int | None = None
     for name, value in headers.items():
         lowered = name.lower()
@@ -383,6 +445,58 @@ def _request_head(
         )
     request_line = f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
     return request_line + text.encode("utf-8"), length
+
+
+def _authority(origin: Origin) -> str:
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{host}:{origin.port}"
+
+
+def _connect_request(origin: Origin, proxy: Proxy) -> bytes:
+    authority = _authority(origin)
+    if any(c in authority for c in _FORBIDDEN_IN_TARGET):
+        raise UpstreamError(f"refusing to ask a proxy for {authority[:80]!r}")
+    lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
+    if proxy.authorization is not None:
+        lines.append(f"proxy-authorization: {proxy.authorization}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _TunnelHandshake(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT: its status, and nothing after its head."""
+
+    def __init__(self, answer: asyncio.Future[tuple[int, str]]) -> None:
+        self.answer = answer
+        self._head = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return  # bytes before our TLS hello: the handshake that follows fails on them
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_HEAD_BYTES:
+                self._settle(
+                    UpstreamError(f"the proxy's answer head is over {MAX_HEAD_BYTES} bytes")
+                )
+            return
+        line = self._head[: self._head.find(b"\r\n")]
+        match = _STATUS_LINE.fullmatch(line)
+        if match is None:
+            self._settle(UpstreamError("the proxy did not answer CONNECT in HTTP/1.1"))
+        elif end + 4 != len(self._head) and match.group(1) == b"200":
+            self._settle(UpstreamError("the proxy sent bytes after accepting CONNECT"))
+        else:
+            reason = (match.group(2) or b"").decode("latin-1")
+            shown = "".join(c if c.isprintable() else "?" for c in reason[:80])
+            self.answer.set_result((int(match.group(1)), shown))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle(UpstreamError("the proxy closed the connection before answering CONNECT"))
+
+    def _settle(self, error: UpstreamError) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(error)
 
 
 def _content_length(value: str) -> int:

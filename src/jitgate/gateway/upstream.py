@@ -16,6 +16,7 @@ import botocore.session
 from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.gateway.http_client import HttpClient, Origin
+from jitgate.gateway.proxy import ProxySettings
 
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
 # How long an upload that asked for "100 Continue" waits for it before sending its body anyway,
@@ -82,6 +83,8 @@ class Upstream:
                 keepalive_seconds=30.0,
                 continue_wait_seconds=CONTINUE_WAIT_SECONDS,
                 ssl_context=upstream_tls(ca_bundle()) if self._over_tls else None,
+                # HTTPS_PROXY, HTTP_PROXY, NO_PROXY: the egress botocore itself would take.
+                proxies=ProxySettings.from_environment(),
             )
 
     async def close(self) -> None:

@@ -1,0 +1,98 @@
+"""Reaching AWS through an egress proxy: the HTTPS_PROXY, HTTP_PROXY and NO_PROXY settings
+botocore honours, so jitgate's forwarded calls leave the network the way its own botocore
+calls (STS, assumed roles) already do.
+
+An https origin is reached through a CONNECT tunnel, with TLS end to end to AWS (the proxy
+sees only the host name); an http origin (a sandbox, a test) gets absolute-form requests.
+Only ``http://`` proxies are supported; the operator sets them, never the agent.
+"""
+
+from __future__ import annotations
+
+import base64
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+
+class ProxyConfigError(RuntimeError):
+    """A proxy setting jitgate cannot use (it refuses to start rather than go around it)."""
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    authorization: str | None  # "Basic ..." when the URL names a user (never logged)
+
+    @property
+    def shown(self) -> str:
+        """How errors and logs name it: without the user and password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_proxy(url: str, setting: str) -> Proxy:
+    """``url`` as an environment variable holds it ("http://user:pass@host:3128", or without
+    a scheme, which curl and botocore read as http)."""
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port or 80
+    except ValueError as exc:
+        raise ProxyConfigError(f"{setting}: the proxy URL is not valid ({exc})") from None
+    if parts.scheme != "http":
+        raise ProxyConfigError(
+            f"{setting}: jitgate reaches proxies over http:// only (a CONNECT tunnel carries "
+            f"TLS to AWS end to end), not {parts.scheme}://"
+        )
+    if not parts.hostname:
+        raise ProxyConfigError(f"{setting}: the proxy URL names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ProxyConfigError(f"{setting}: a proxy URL is a scheme, host and port only")
+    authorization = None
+    if parts.username is not None:
+        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(user_pass.encode("utf-8")).decode("ascii")
+    return Proxy(parts.hostname, port, authorization)
+
+
+class ProxySettings:
+    """Which proxy, if any, reaches an origin."""
+
+    def __init__(
+        self,
+        *,
+        https: Proxy | None = None,
+        http: Proxy | None = None,
+        no_proxy: str | None = None,
+    ) -> None:
+        self.https = https
+        self.http = http
+        self._no_proxy = {"no": no_proxy} if no_proxy else {}
+
+    @classmethod
+    def from_environment(cls) -> ProxySettings:
+        """HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either case; the lower-case one wins), read
+        with urllib's rules, as botocore reads them."""
+        found = urllib.request.getproxies_environment()
+        return cls(
+            https=parse_proxy(found["https"], "HTTPS_PROXY") if found.get("https") else None,
+            http=parse_proxy(found["http"], "HTTP_PROXY") if found.get("http") else None,
+            no_proxy=found.get("no"),
+        )
+
+    def for_origin(self, scheme: str, host: str, port: int) -> Proxy | None:
+        proxy = self.https if scheme == "https" else self.http
+        if proxy is None:
+            return None
+        if self._no_proxy and urllib.request.proxy_bypass_environment(
+            f"{host}:{port}", self._no_proxy
+        ):
+            return None
+        return proxy
+
+    def __bool__(self) -> bool:
+        return self.https is not None or self.http is not None
