@@ -194,9 +194,13 @@ def start_stack(
         core.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through Playwright (never a downloaded browser)."""
+    """Headless Debian Chromium through Playwright (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an event loop marked running in this thread
+    while it is open, and any later test of the same worker that calls asyncio.run would fail
+    ("cannot be called from a running event loop")."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make setup` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
