@@ -242,3 +242,25 @@ def test_no_proxy_origins_are_reached_directly(tmp_path: Path, proxies: list[For
 
     _run(go())
     assert proxy.heads == []
+
+
+@pytest.mark.parametrize("password", ["s3cr3t/x", "s3cr#et", "s3cr?et"])
+def test_a_password_that_breaks_the_url_is_not_quoted_in_the_refusal(password: str) -> None:
+    """urllib reads an unencoded "/", "#" or "?" in the password as the end of the host and
+    quotes what it took for the port (found in review)."""
+    with pytest.raises(ProxyConfigError) as raised:
+        parse_proxy(f"http://alice:{password}@proxy:3128", "HTTPS_PROXY")
+    assert "s3cr" not in str(raised.value)
+    assert "%-encoded" in str(raised.value)
+    proxy = parse_proxy("http://alice:hunter2@proxy:3128", "HTTPS_PROXY")
+    assert "hunter2" not in repr(proxy) and proxy.authorization not in repr(proxy)  # type: ignore[operator]
+
+
+def test_no_proxy_is_matched_against_the_netloc_as_botocore_matches_it() -> None:
+    proxy = parse_proxy("http://proxy:3128", "HTTPS_PROXY")
+    by_port = ProxySettings(https=proxy, no_proxy="s3.us-east-1.amazonaws.com:443")
+    # botocore's URL for AWS names no port, so this entry does not match it: proxied.
+    assert by_port.for_origin("https", "s3.us-east-1.amazonaws.com", 443) is proxy
+    local = ProxySettings(https=proxy, no_proxy="localhost:4566")
+    assert local.for_origin("https", "localhost", 4566) is None
+    assert local.for_origin("https", "localhost", 443) is proxy

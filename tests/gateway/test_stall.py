@@ -97,3 +97,37 @@ def test_the_sweep_stops_when_nothing_waits() -> None:
         assert watch._timer is None
 
     asyncio.run(go())
+
+
+def test_a_watch_used_again_on_a_new_loop_still_notices_stalls() -> None:
+    """A sweep armed on a loop that ended never fires: the next loop's sends must arm their own
+    (found in review: a stale timer left the watch blind for good)."""
+    watch = StallWatch()
+
+    async def leave_a_sweep_pending() -> None:
+        await _send_on_own_task(watch, _quick, 5.0)  # its sweep is a second away
+
+    asyncio.run(leave_a_sweep_pending())
+
+    async def stall() -> None:
+        with pytest.raises(ClientStalled):
+            await asyncio.wait_for(_send_on_own_task(watch, _never, 0.1), 2)
+
+    asyncio.run(stall())
+
+
+def test_a_shorter_limit_than_the_running_sweeps_is_noticed_in_its_own_time() -> None:
+    async def go() -> float:
+        watch = StallWatch()
+        slow = asyncio.ensure_future(_send_on_own_task(watch, _never, 120))  # sweeps 1 s apart
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(ClientStalled):
+            await _send_on_own_task(watch, _never, 0.1)
+        waited = time.monotonic() - started
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        return waited
+
+    assert asyncio.run(go()) < 0.1 * 1.25 + 0.1

@@ -32,7 +32,9 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 #   (null where json writes NaN): caught by looking for "e-" after a digit, "0.0000" and "null"
 #   in its output, which a string may also hold (then the reference runs; the result is the
 #   same).
-# tests/unit/test_chain.py checks the result against the reference for any JSON value.
+# tests/unit/test_chain.py checks the result against the reference for any JSON value. Beyond
+# JSON's types, orjson writes a plain Enum member (its value) and a UUID where json raised;
+# events hold neither, and what is hashed is the body as stored, so the chain is unaffected.
 _ORJSON_OPTIONS = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_PASSTHROUGH_DATETIME

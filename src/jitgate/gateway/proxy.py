@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 
@@ -23,7 +23,8 @@ class ProxyConfigError(RuntimeError):
 class Proxy:
     host: str
     port: int
-    authorization: str | None  # "Basic ..." when the URL names a user (never logged)
+    # "Basic ..." when the URL names a user: never logged, not even in a repr.
+    authorization: str | None = field(repr=False)
 
     @property
     def shown(self) -> str:
@@ -40,9 +41,16 @@ def parse_proxy(url: str, setting: str) -> Proxy:
         text = "http://" + text
     try:
         parts = urlsplit(text)
-        port = parts.port or 80
-    except ValueError as exc:
-        raise ProxyConfigError(f"{setting}: the proxy URL is not valid ({exc})") from None
+        port = parts.port
+    except ValueError:
+        # Not urllib's words: they quote the URL's pieces, the password among them (one
+        # holding "/", "?" or "#" unencoded is read as the port).
+        raise ProxyConfigError(
+            f"{setting}: the proxy URL is not valid (its host and port could not be read; "
+            "characters such as / ? # @ in a user or password must be %-encoded)"
+        ) from None
+    if port == 0:
+        raise ProxyConfigError(f"{setting}: the proxy URL names port 0")
     if parts.scheme != "http":
         raise ProxyConfigError(
             f"{setting}: jitgate reaches proxies over http:// only (a CONNECT tunnel carries "
@@ -56,7 +64,7 @@ def parse_proxy(url: str, setting: str) -> Proxy:
     if parts.username is not None:
         user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         authorization = "Basic " + base64.b64encode(user_pass.encode("utf-8")).decode("ascii")
-    return Proxy(parts.hostname, port, authorization)
+    return Proxy(parts.hostname, port or 80, authorization)
 
 
 class ProxySettings:
@@ -88,10 +96,13 @@ class ProxySettings:
         proxy = self.https if scheme == "https" else self.http
         if proxy is None:
             return None
-        if self._no_proxy and urllib.request.proxy_bypass_environment(
-            f"{host}:{port}", self._no_proxy
-        ):
-            return None
+        if self._no_proxy:
+            # What botocore matches NO_PROXY against: the URL's netloc, which names the port
+            # only when it is not the scheme's own.
+            default = 443 if scheme == "https" else 80
+            netloc = host if port == default else f"{host}:{port}"
+            if urllib.request.proxy_bypass_environment(netloc, self._no_proxy):
+                return None
         return proxy
 
     def __bool__(self) -> bool:

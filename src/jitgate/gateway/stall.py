@@ -26,6 +26,8 @@ class StallWatch:
         self._deadlines: dict[asyncio.Task[Any], float] = {}  # sends now waiting, by task
         self._stalled: set[asyncio.Task[Any]] = set()  # cancelled by the sweep
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._period = 0.0
 
     async def send(
         self, send: Send, message: dict[str, Any], task: asyncio.Task[Any], seconds: float
@@ -33,8 +35,9 @@ class StallWatch:
         """``send(message)`` on ``task``, or ClientStalled once it has waited ``seconds``."""
         cancelling = task.cancelling()
         self._deadlines[task] = time.monotonic() + seconds
-        if self._timer is None:
-            self._arm(seconds)
+        loop = task.get_loop()
+        if self._timer is None or self._timer_loop is not loop or seconds < 4 * self._period:
+            self._arm(loop, seconds)
         try:
             await send(message)
         except asyncio.CancelledError:
@@ -49,16 +52,23 @@ class StallWatch:
     def waiting(self) -> int:
         return len(self._deadlines)
 
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        """Sweep every quarter of the limit (at most a second apart); a shorter limit than the
+        running sweep's, or a sweep armed on another loop (one that ended), arms it anew."""
         period = min(max(seconds / 4, 0.01), 1.0)
-        self._timer = asyncio.get_running_loop().call_later(period, self._sweep, period)
+        if self._timer is not None:
+            if self._timer_loop is loop and period >= self._period:
+                return
+            self._timer.cancel()
+        self._timer_loop, self._period = loop, period
+        self._timer = loop.call_later(period, self._sweep)
 
-    def _sweep(self, period: float) -> None:
+    def _sweep(self) -> None:
         self._timer = None
         now = time.monotonic()
         for task, deadline in self._deadlines.items():
             if deadline <= now and task not in self._stalled:
                 self._stalled.add(task)
                 task.cancel()
-        if self._deadlines:
-            self._timer = asyncio.get_running_loop().call_later(period, self._sweep, period)
+        if self._deadlines and self._timer_loop is not None:
+            self._timer = self._timer_loop.call_later(self._period, self._sweep)
