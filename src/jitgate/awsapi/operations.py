@@ -167,6 +167,9 @@ class _RestRoute:
     prefix_headers: tuple[tuple[str, _Member], ...]
     uri_members: Mapping[str, _Member]
     score: tuple[int, int]  # (discriminating query keys and headers, literal path segments)
+    # Every query key the route cannot do without (its literal and required keys): a cheap
+    # first test before _query_fits, since most routes of a kind are told apart by these.
+    needed_query: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -287,6 +290,7 @@ def _build_route(service: str, op: OperationModel) -> _RestRoute | None:
         prefix_headers=tuple(prefix_headers),
         uri_members=uri_members,
         score=(discriminators, literal_segments),
+        needed_query=frozenset(literal_query) | frozenset(required_query),
     )
 
 
@@ -918,6 +922,8 @@ def _identify_rest(idx: _ServiceIndex, req: AwsRequest, headers: Mapping[str, st
             labels = {"Bucket": bucket} if bucket is not None else {}
             if route.kind == "s3-object":
                 labels["Key"] = key
+        if route.needed_query and not route.needed_query.issubset(query):
+            continue
         if not _query_fits(route, query, service):
             continue
         if not route.required_headers.issubset(headers):
