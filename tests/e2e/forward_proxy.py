@@ -13,6 +13,8 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+from .wire import serve_each_connection
+
 
 class ForwardProxy:
     def __init__(self, *, credentials: tuple[str, str] | None = None, refuse: bool = False) -> None:
@@ -25,7 +27,7 @@ class ForwardProxy:
             token = base64.b64encode(":".join(credentials).encode()).decode()
             self._expected = f"proxy-authorization: basic {token}".lower()
         self._refuse = refuse
-        threading.Thread(target=self._accept, daemon=True).start()
+        serve_each_connection(self.sock, self._serve)
 
     @property
     def tunnels(self) -> list[bytes]:
@@ -33,14 +35,6 @@ class ForwardProxy:
 
     def close(self) -> None:
         self.sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .wire import serve_each_connection
+
 
 @dataclasses.dataclass(frozen=True)
 class Forwarded:
@@ -45,7 +47,7 @@ class RecordingUpstream:
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.requests: list[Forwarded] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        serve_each_connection(self._socket, self._serve)
 
     def close(self) -> None:
         self._socket.close()
@@ -55,14 +57,6 @@ class RecordingUpstream:
         while len(self.requests) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return list(self.requests)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
         connection.settimeout(5.0)

@@ -8,7 +8,8 @@ import dataclasses
 import hashlib
 import hmac
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -219,3 +220,18 @@ def sign_by_hand(
         f"SignedHeaders={names}, Signature={signature}"
     )
     return query, sent
+
+
+def serve_each_connection(server: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Hand each connection ``server`` accepts to ``serve``, in a thread of its own, until the
+    socket is closed (the tests' small servers: recording upstream, forward proxy, scripted)."""
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from e2e.conftest import self_signed_certificate  # tests/ is on the path: gateway is a package
+from e2e.wire import serve_each_connection
 from jitgate.gateway import http_client
 from jitgate.gateway.http_client import HttpClient, MalformedAnswer, Origin, UpstreamError
 
@@ -38,19 +39,13 @@ class Scripted:
         self.connections = 0
         self.received: list[bytes] = []  # every request read, head and body
         self.errors: list[BaseException] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._numbering = threading.Lock()
+        serve_each_connection(self.sock, self._serve)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
+    def _serve(self, conn: socket.socket) -> None:
+        with self._numbering:
             self.connections += 1
             number = self.connections
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, number: int) -> None:
         try:
             if self.ssl_context is not None:
                 conn = self.ssl_context.wrap_socket(conn, server_side=True)

@@ -36,6 +36,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+def _proxy(proxies: list[ForwardProxy], **options: object) -> tuple[ForwardProxy, ProxySettings]:
+    """A forward proxy for this test, and settings that send https origins through it."""
+    proxy = ForwardProxy(**options)  # type: ignore[arg-type]
+    proxies.append(proxy)
+    return proxy, ProxySettings(https=parse_proxy(proxy.url, "HTTPS_PROXY"))
+
+
 def _tls_server(tmp_path: Path, answers: int) -> tuple[int, ssl.SSLContext, object]:
     cert, key = self_signed_certificate(tmp_path, dns_names=("localhost",))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -108,9 +115,7 @@ def test_an_https_origin_is_reached_through_one_connect_tunnel_with_tls_end_to_e
     tmp_path: Path, proxies: list[ForwardProxy], loop: str
 ) -> None:
     port, trusting, server = _tls_server(tmp_path, answers=2)
-    proxy = ForwardProxy()
-    proxies.append(proxy)
-    settings = ProxySettings(https=parse_proxy(proxy.url, "HTTPS_PROXY"))
+    proxy, settings = _proxy(proxies)
 
     async def go() -> None:
         client = HttpClient(ssl_context=trusting, proxies=settings)
@@ -131,9 +136,7 @@ def test_the_origins_certificate_is_checked_through_the_tunnel(
     tmp_path: Path, proxies: list[ForwardProxy]
 ) -> None:
     port, _, _ = _tls_server(tmp_path, answers=1)
-    proxy = ForwardProxy()
-    proxies.append(proxy)
-    settings = ProxySettings(https=parse_proxy(proxy.url, "HTTPS_PROXY"))
+    proxy, settings = _proxy(proxies)
 
     async def go() -> None:
         client = HttpClient(proxies=settings)  # the system store does not know this certificate
