@@ -8,8 +8,10 @@ one unauthenticated connection sending four 128 MiB headers took jitgate from 15
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,7 +21,7 @@ from jitgate.audit.log import StoredEvent
 from jitgate.bounded_http import MAX_HEAD_BYTES, MAX_HEADERS
 from jitgate.clock import SystemClock
 
-from .conftest import Stack, object_arn
+from .conftest import Stack, object_arn, self_signed_certificate
 from .wire import read_until_closed
 
 pytestmark = pytest.mark.slow
@@ -178,3 +180,25 @@ def test_requests_refused_before_the_app_are_recorded_and_a_flood_of_them_counte
     assert event.actor == "anonymous"
     assert event.data["code"] == "BadRequest" and event.data["source"] == "127.0.0.1"
     assert "not HTTP" in event.data["message"]
+
+
+def test_refusals_on_a_tls_listener_are_recorded_too(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """The refusal happens inside the TLS session, as on a plain listener: the caller gets S3's
+    error and the audit log gets the anonymous denial."""
+    stack = make_stack(tls=self_signed_certificate(tmp_path))
+    parts = urlsplit(stack.aws_url)
+    assert parts.hostname is not None and parts.port is not None and stack.ca_file is not None
+    context = ssl.create_default_context(cafile=stack.ca_file)
+    with (
+        socket.create_connection((parts.hostname, parts.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=parts.hostname) as sock,
+    ):
+        sock.sendall(TOO_MANY_HEADERS)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>RequestHeaderSectionTooLarge</Code>" in answer
+    (denied,) = recorded(stack, ["call.denied"], 1)
+    assert denied.actor == "anonymous" and denied.data["source"] == "127.0.0.1"
+    assert denied.data["code"] == "RequestHeaderSectionTooLarge"
