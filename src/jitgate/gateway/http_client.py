@@ -74,7 +74,7 @@ class Origin:
     @classmethod
     def parse(cls, scheme: str, host_port: str) -> Origin:
         """``host_port`` as sent in a Host header: "name", "name:port", "[v6]:port"."""
-        host, port = host_port, 443 if scheme == "https" else 80
+        host, port = host_port, default_port(scheme)
         if host_port.startswith("["):
             end = host_port.find("]")
             host, rest = host_port[1:end], host_port[end + 1 :]
@@ -84,6 +84,23 @@ class Origin:
             host, _, number = host_port.partition(":")
             port = int(number)
         return cls(scheme, host, port)
+
+    @property
+    def authority(self) -> str:
+        """ "host:port", an IPv6 address in brackets (CONNECT, absolute-form targets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def host_header(self) -> str:
+        """What a Host header names: the authority, without the port when it is the scheme's."""
+        if self.port == default_port(self.scheme):
+            return f"[{self.host}]" if ":" in self.host else self.host
+        return self.authority
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 class Response:
@@ -406,13 +423,10 @@ def _request_head(
         raise UpstreamError(f"refusing to send request target {target[:80]!r}")
     host = headers.get("host")  # as the caller signed it
     if host is None:
-        default_port = 443 if origin.scheme == "https" else 80
-        host = origin.host if ":" not in origin.host else f"[{origin.host}]"
-        if origin.port != default_port:
-            host = f"{host}:{origin.port}"
+        host = origin.host_header
     lines = [f"host: {host}"]
     if proxy is not None:
-        target = f"http://{_authority(origin)}{target}"
+        target = f"http://{origin.authority}{target}"
         if proxy.authorization is not None:
             lines.append(f"proxy-authorization: {proxy.authorization}")
     length: int | None = None
@@ -447,13 +461,8 @@ def _request_head(
     return request_line + text.encode("utf-8"), length
 
 
-def _authority(origin: Origin) -> str:
-    host = f"[{origin.host}]" if ":" in origin.host else origin.host
-    return f"{host}:{origin.port}"
-
-
 def _connect_request(origin: Origin, proxy: Proxy) -> bytes:
-    authority = _authority(origin)
+    authority = origin.authority
     if any(c in authority for c in _FORBIDDEN_IN_TARGET):
         raise UpstreamError(f"refusing to ask a proxy for {authority[:80]!r}")
     lines = [f"CONNECT {authority} HTTP/1.1", f"host: {authority}"]
