@@ -178,8 +178,7 @@ class _ServiceIndex:
     model: ServiceModel
     protocol: str
     targets: Mapping[str, str] = field(default_factory=dict)  # X-Amz-Target -> operation
-    routes: Mapping[str, tuple[_RestRoute, ...]] = field(default_factory=dict)  # by method
-    # The same routes by (method, kind): an S3 object request need not look at bucket routes.
+    # Routes by (method, kind): an S3 object request need not look at bucket routes.
     routes_by_kind: Mapping[tuple[str, str], tuple[_RestRoute, ...]] = field(default_factory=dict)
 
 
@@ -205,25 +204,15 @@ def _index(service: str) -> _ServiceIndex:
         targets = {f"{prefix}.{name}": name for name in model.operation_names}
         return _ServiceIndex(service, model, protocol, targets=targets)
     if protocol in ("rest-xml", "rest-json"):
-        by_method: dict[str, list[_RestRoute]] = {}
+        by_kind: dict[tuple[str, str], list[_RestRoute]] = {}
         for name in model.operation_names:
             if service == "s3" and name in _S3_WIRE_ALIASES:
                 continue
             route = _build_route(service, model.operation_model(name))
             if route is not None:
-                by_method.setdefault(route.method, []).append(route)
-        routes = {method: tuple(rs) for method, rs in by_method.items()}
-        by_kind: dict[tuple[str, str], list[_RestRoute]] = {}
-        for method, rs in by_method.items():
-            for route in rs:
-                by_kind.setdefault((method, route.kind), []).append(route)
-        return _ServiceIndex(
-            service,
-            model,
-            protocol,
-            routes=routes,
-            routes_by_kind={key: tuple(rs) for key, rs in by_kind.items()},
-        )
+                by_kind.setdefault((route.method, route.kind), []).append(route)
+        routes = {key: tuple(rs) for key, rs in by_kind.items()}
+        return _ServiceIndex(service, model, protocol, routes_by_kind=routes)
     if protocol in ("query", "ec2"):
         return _ServiceIndex(service, model, protocol)
     raise _refuse(f"service '{service}' uses protocol {protocol!r}, which jitgate cannot read")
