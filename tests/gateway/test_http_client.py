@@ -697,12 +697,17 @@ def test_a_reader_that_falls_behind_stops_the_socket_instead_of_buffering() -> N
 
 
 # --- TLS --------------------------------------------------------------------------------------
-def test_https_checks_the_certificate_and_its_name(tmp_path: Path) -> None:
+def serve_tls(tmp_path: Path, *answers: bytes) -> tuple[Scripted, ssl.SSLContext]:
+    """A scripted server speaking TLS as "localhost" with a certificate of its own, and a
+    client context that trusts that certificate alone."""
     cert, key = self_signed_certificate(tmp_path, dns_names=("localhost",))
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
-    server = serve(answering(OK, OK), server_context)
-    trusting = ssl.create_default_context(cafile=str(cert))
+    return serve(answering(*answers), server_context), ssl.create_default_context(cafile=str(cert))
+
+
+def test_https_checks_the_certificate_and_its_name(tmp_path: Path) -> None:
+    server, trusting = serve_tls(tmp_path, OK, OK)
 
     async def go() -> None:
         client = HttpClient(ssl_context=trusting)

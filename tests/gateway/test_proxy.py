@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from e2e.conftest import self_signed_certificate
 from e2e.forward_proxy import ForwardProxy
 from jitgate.gateway.http_client import HttpClient, Origin, UpstreamError
 from jitgate.gateway.proxy import ProxyConfigError, ProxySettings, parse_proxy
 
-from .test_http_client import OK, answering, serve
+from .test_http_client import OK, Scripted, answering, serve, serve_tls
 
 PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
@@ -43,12 +42,9 @@ def _proxy(proxies: list[ForwardProxy], **options: object) -> tuple[ForwardProxy
     return proxy, ProxySettings(https=parse_proxy(proxy.url, "HTTPS_PROXY"))
 
 
-def _tls_server(tmp_path: Path, answers: int) -> tuple[int, ssl.SSLContext, object]:
-    cert, key = self_signed_certificate(tmp_path, dns_names=("localhost",))
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    server = serve(answering(*[OK] * answers), server_context)
-    return server.port, ssl.create_default_context(cafile=str(cert)), server
+def _tls_server(tmp_path: Path, answers: int) -> tuple[int, ssl.SSLContext, Scripted]:
+    server, trusting = serve_tls(tmp_path, *[OK] * answers)
+    return server.port, trusting, server
 
 
 async def _get(client: HttpClient, origin: Origin) -> tuple[int, bytes]:
@@ -129,7 +125,7 @@ def test_an_https_origin_is_reached_through_one_connect_tunnel_with_tls_end_to_e
         b"CONNECT localhost:%d HTTP/1.1\r\nhost: localhost:%d\r\n\r\n" % (port, port)
     ]
     # The request went inside the tunnel, encrypted: the proxy saw no more than CONNECT.
-    assert server.received[0].startswith(b"GET / HTTP/1.1\r\nhost: localhost:%d\r\n" % port)  # type: ignore[attr-defined]
+    assert server.received[0].startswith(b"GET / HTTP/1.1\r\nhost: localhost:%d\r\n" % port)
 
 
 def test_the_origins_certificate_is_checked_through_the_tunnel(
