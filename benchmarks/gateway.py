@@ -94,6 +94,7 @@ class Mode:
     big_reps: int  # each big transfer is timed this many times (fastest kept, RSS the worst)
     profile_seconds: int
     pieces_count: int
+    in_process_calls: int
     experiments: tuple[tuple[str, tuple[str, ...]], ...]
     experiment_ops: tuple[str, ...]
 
@@ -108,6 +109,7 @@ FULL = Mode(
     big_reps=2,
     profile_seconds=6,
     pieces_count=2000,
+    in_process_calls=3000,
     experiments=(
         SHIPPED,
         NORMAL,
@@ -124,6 +126,7 @@ QUICK = Mode(
     big_reps=1,
     profile_seconds=2,
     pieces_count=200,
+    in_process_calls=500,
     experiments=(SHIPPED, NORMAL),
     experiment_ops=("S3 GetObject 1 KiB",),
 )
@@ -875,6 +878,59 @@ def pieces_table(rows: list[tuple[str, str, float]]) -> None:
     )
 
 
+def in_process(stack: Stack, mode: Mode) -> list[dict[str, object]]:
+    """benchmarks/gateway_inprocess.py against this stack's upstream, in a process of its own."""
+    output = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gateway_inprocess",
+            "--upstream-port",
+            str(stack.upstream_port),
+            "--calls",
+            str(mode.in_process_calls),
+            "--reps",
+            str(mode.reps + 1),
+            "--json",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    rows: list[dict[str, object]] = json.loads(output.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def in_process_table(rows: list[dict[str, object]]) -> None:
+    hop = {
+        (row["op"], row["concurrency"]): float(row["cpu_us"])  # type: ignore[arg-type]
+        for row in rows
+        if row["app"] == "python hop"
+    }
+    out = []
+    for row in rows:
+        cpu = float(row["cpu_us"])  # type: ignore[arg-type]
+        base = hop[row["op"], row["concurrency"]]
+        out.append(
+            (
+                row["op"],
+                row["concurrency"],
+                row["app"],
+                f"{cpu:,.1f}",
+                f"{cpu - base:+,.1f}" if row["app"] != "python hop" else "",
+                f"{base / cpu:.0%}",
+            )
+        )
+    table(
+        "whole calls in-process: the app alone, no server, no wrk (CPU of the process per call; "
+        "benchmarks/gateway_inprocess.py)",
+        ["operation", "c", "app", "CPU µs a call", "beyond the hop", "hop's CPU ÷ this"],
+        out,
+    )
+
+
 # --- targets ------------------------------------------------------------------------------------
 def targets_table(fast: Results, moto: Results, big: list[tuple[str, str, Transfer]]) -> None:
     rows = []
@@ -1007,6 +1063,8 @@ def main() -> None:
         commit_notes = commits_per_call(procs, wrk, fast, mode)
         console.print("  measured the jitgate variants")
         pieces = gateway_pieces.measure(mode.pieces_count)
+        whole_calls = in_process(fast, mode)
+        console.print("  measured whole calls in-process")
 
         moto = moto_upstream(procs)
         open_paths(procs, moto, nginx, "moto")
@@ -1028,6 +1086,7 @@ def main() -> None:
     for line in commit_notes:
         console.print(line)
     pieces_table(pieces)
+    in_process_table(whole_calls)
     if profiled is not None:
         data, cell = profiled
         console.print(
