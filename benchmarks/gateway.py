@@ -19,8 +19,10 @@ Then: one big object streamed GET and PUT through fresh processes with their pea
 (/proc/PID/status, VmHWM reset first); jitgate variants measured side by side
 (``[audit] durability = "os"`` instead of the default "fsync"; asyncio's own event loop
 instead of uvloop; a shorter GIL switch interval); audit commits per call at concurrency 1; each step of a call timed in-process
-(benchmarks/gateway_pieces.py); and a py-spy profile (--gil) of jitgate under the fast-upstream
-GET 1 KiB load at concurrency 32.
+(benchmarks/gateway_pieces.py); whole calls in-process, jitgate's app against the bare hop's with
+no server and no wrk (benchmarks/gateway_inprocess.py: the steadiest view of what jitgate adds,
+though it cannot show audit batching as a real server's arrivals shape it); and a py-spy
+profile (--gil) of jitgate under the fast-upstream GET 1 KiB load at concurrency 32.
 
 Targets (issue 3): jitgate's added p50 <= 0.3 ms at concurrency 1 against the fast upstream;
 >= 60% of the bare Python hop's requests/s at concurrency 32; >= 95% of direct requests/s
