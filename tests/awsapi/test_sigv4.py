@@ -606,6 +606,36 @@ def test_tampered_signed_header_is_rejected_unsigned_header_is_not() -> None:
     assert check(w.with_headers(user_agent="something/else")).service == "dynamodb"
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\u2028", "\u0085", "\u1680"])
+def test_unicode_whitespace_cannot_stand_in_for_a_signed_space(space: str) -> None:
+    """Found in review: a captured request replayed with a space of a signed header value
+    swapped for Unicode whitespace verified (str.split() collapsed it), and jitgate forwarded
+    those bytes, which the agent never signed, under its own signature."""
+    request, _ = botocore_signed(
+        service="s3",
+        method="PUT",
+        path="/reports/q3.csv",
+        query="",
+        headers={"x-amz-meta-note": "pay alice", "content-disposition": "attachment; a b"},
+        body=b"",
+        token=None,
+    )
+    w = to_wire("PUT", request.url, request.headers, b"")
+    check(w)
+    rejects(w.with_headers(x_amz_meta_note=f"pay{space}alice"), "SignatureDoesNotMatch")
+    rejects(w.with_headers(x_amz_meta_note=f"pay alice{space}"), "SignatureDoesNotMatch")
+    rejects(w.with_headers(content_disposition=f"attachment;{space}a b"), "SignatureDoesNotMatch")
+
+
+def test_trimall_collapses_only_ascii_spaces_and_tabs() -> None:
+    assert sigv4._trimall("  a   b\t\tc ") == "a b c"
+    assert sigv4._trimall("\ta \t b\t") == "a b"
+    assert sigv4._trimall("café  au lait ") == "café au lait"
+    assert sigv4._trimall("a\u00a0 b") == "a\u00a0 b"
+    assert sigv4._trimall("\u3000a\u3000") == "\u3000a\u3000"
+    assert sigv4._trimall("") == ""
+
+
 def test_signed_header_missing_from_request() -> None:
     w = captured(case_by_id("dynamodb-json"))
     err = rejects(w.with_headers(x_amz_target=None), "SignatureDoesNotMatch")

@@ -297,8 +297,20 @@ def _canonical_query_normalized(query: str, drop_key: str | None = None) -> str:
     return "&".join([f"{k}={v}" for k, v in pairs])
 
 
+_SPACE_RUNS = re.compile(r"[ \t]+")
+
+
 def _trimall(value: str) -> str:
-    return " ".join(value.split())
+    """SigV4's Trimall: spaces and tabs trimmed from the ends, inner runs made one space.
+
+    Only ASCII space and tab count, as in AWS's own canonical form. botocore's ``str.split()``
+    also collapses Unicode whitespace, so a value signed as ``pay alice`` would verify when
+    sent as ``pay\u00a0alice``: bytes the agent never signed, forwarded under jitgate's own
+    signature. Printable ASCII holds no whitespace but the space, where ``split()`` is exact.
+    """
+    if value.isascii() and value.isprintable():
+        return " ".join(value.split())
+    return _SPACE_RUNS.sub(" ", value.strip(" \t"))
 
 
 def _canonical_request(
