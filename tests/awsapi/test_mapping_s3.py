@@ -32,6 +32,17 @@ SOURCE = {"Bucket": "source", "Key": "in/a.csv"}
 SOURCE_V = {"Bucket": "source", "Key": "in/a.csv", "VersionId": "v1"}
 
 
+def _SSE_DEFAULT(algorithm: str, key: str | None = None) -> dict[str, Any]:  # noqa: N802
+    default: dict[str, Any] = {"SSEAlgorithm": algorithm}
+    if key is not None:
+        default["KMSMasterKeyID"] = key
+    return {"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}
+
+
+def _SSE_CONFIG(algorithm: str, key: str | None = None) -> dict[str, Any]:  # noqa: N802
+    return {"ServerSideEncryptionConfiguration": {"Rules": [_SSE_DEFAULT(algorithm, key)]}}
+
+
 def access(op: str, params: Mapping[str, Any], partition: str = "aws") -> list[tuple[str, str]]:
     result = required_access(
         Operation("s3", op, params), account=ACCOUNT, region=REGION, partition=partition
@@ -241,7 +252,32 @@ CASES = [
     ("PutBucketLifecycleConfiguration", BK, [("s3:PutLifecycleConfiguration", B)]),
     ("DeleteBucketLifecycle", BK, [("s3:PutLifecycleConfiguration", B)]),
     ("GetBucketEncryption", BK, [("s3:GetEncryptionConfiguration", B)]),
-    ("PutBucketEncryption", BK, [("s3:PutEncryptionConfiguration", B)]),
+    (
+        "PutBucketEncryption",
+        {**BK, "ServerSideEncryptionConfiguration": {"Rules": [_SSE_DEFAULT("AES256")]}},
+        [("s3:PutEncryptionConfiguration", B)],
+    ),
+    (
+        "PutBucketEncryption",
+        {**BK, **_SSE_CONFIG("aws:kms")},
+        [("s3:PutEncryptionConfiguration", B)],
+    ),
+    # The bucket's default key is then used with jitgate's KMS rights for every write and read
+    # that names no key (found in review: the body was not read).
+    (
+        "PutBucketEncryption",
+        {**BK, **_SSE_CONFIG("aws:kms", KEY_ID)},
+        [("s3:PutEncryptionConfiguration", B), ("kms:GenerateDataKey", KEY), ("kms:Decrypt", KEY)],
+    ),
+    (
+        "PutBucketEncryption",
+        {**BK, **_SSE_CONFIG("aws:kms:dsse", OTHER_KEY)},
+        [
+            ("s3:PutEncryptionConfiguration", B),
+            ("kms:GenerateDataKey", OTHER_KEY),
+            ("kms:Decrypt", OTHER_KEY),
+        ],
+    ),
     ("DeleteBucketEncryption", BK, [("s3:PutEncryptionConfiguration", B)]),
     ("GetBucketCors", BK, [("s3:GetBucketCORS", B)]),
     ("PutBucketCors", BK, [("s3:PutBucketCORS", B)]),
@@ -317,6 +353,8 @@ REFUSALS = [
     ("GetObject", {"Bucket": "arn:aws:s3:us-east-1:1:accesspoint/ap", "Key": "k"}),
     ("ListObjects", {"Bucket": "reports/other"}),
     ("DeleteObjects", BK),  # body not read: fail closed
+    ("PutBucketEncryption", BK),  # body not read: fail closed
+    ("PutBucketEncryption", {**BK, **_SSE_CONFIG("aws:kms", "alias/aws/s3")}),
     ("DeleteObjects", {**BK, "Delete": {"Objects": []}}),
     ("DeleteObjects", {**BK, "Delete": {"Objects": [{"VersionId": "v"}]}}),
     ("CopyObject", OK),  # no source
@@ -386,6 +424,7 @@ RICH_PARAMS: dict[str, Any] = {
     "BypassGovernanceRetention": True,
     "ObjectLockEnabledForBucket": True,
     "ObjectOwnership": "BucketOwnerEnforced",
+    "ServerSideEncryptionConfiguration": {"Rules": [_SSE_DEFAULT("AES256")]},
 }
 
 

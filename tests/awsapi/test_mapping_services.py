@@ -255,6 +255,13 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
      {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
       "Attributes": {"RedrivePolicy": '{"deadLetterTargetArn": "payments"}'}},
      Refused("deadLetterTargetArn")),
+    # The queue checked must be the one SQS uses: a key given twice is refused (found in review).
+    ("sqs", "SetQueueAttributes",
+     {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
+      "Attributes": {"RedrivePolicy": (
+          f'{{"deadLetterTargetArn": "{queue("payments")}", '
+          f'"deadLetterTargetArn": "{queue("jobs-dlq")}"}}')}},
+     Refused("deadLetterTargetArn")),
     ("sqs", "SetQueueAttributes",
      {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/jobs",
       "Attributes": {"KmsMasterKeyId": "alias/aws/sqs", "VisibilityTimeout": "30"}},
@@ -398,7 +405,19 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
     ("ssm", "PutParameter",
      {"Name": "/app/token", "Value": "v", "Type": "SecureString", "KeyId": KEY_ID,
       "Tags": [{"Key": "k", "Value": "v"}]},
-     [("kms:Encrypt", key()), ("ssm:AddTagsToResource", param("app/token")),
+     [("kms:Encrypt", key()), ("kms:GenerateDataKey", key()),
+      ("ssm:AddTagsToResource", param("app/token")), ("ssm:PutParameter", param("app/token"))]),
+    # A standard parameter is encrypted by kms:Encrypt; an advanced one, or one whose tier is
+    # not said (the account's default tier may be advanced), by envelope encryption as well
+    # (found in review: kms:GenerateDataKey was not asked for).
+    ("ssm", "PutParameter",
+     {"Name": "/app/token", "Value": "v", "Type": "SecureString", "KeyId": KEY_ID,
+      "Tier": "Standard"},
+     [("kms:Encrypt", key()), ("ssm:PutParameter", param("app/token"))]),
+    ("ssm", "PutParameter",
+     {"Name": "/app/token", "Value": "v", "Type": "SecureString", "KeyId": KEY_ID,
+      "Tier": "Advanced"},
+     [("kms:Encrypt", key()), ("kms:GenerateDataKey", key()),
       ("ssm:PutParameter", param("app/token"))]),
     ("ssm", "DeleteParameter", {"Name": "/app/token"},
      [("ssm:DeleteParameter", param("app/token"))]),
@@ -571,6 +590,14 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
      [("logs:CreateLogStream", group("/app/web") + ":log-stream:s2")]),
     ("logs", "CreateLogGroup", {"logGroupName": "/app/web", "tags": {"k": "v"}},
      [("logs:CreateLogGroup", group("/app/web")), ("logs:TagResource", group("/app/web"))]),
+    # CloudWatch Logs then uses the key for the group: the KMS rights that takes are not mapped
+    # (found in review: the key was ignored).
+    ("logs", "CreateLogGroup", {"logGroupName": "/app/web", "kmsKeyId": key()},
+     Refused("kmsKeyId")),
+    ("logs", "AssociateKmsKey", {"logGroupName": "/app/web", "kmsKeyId": key()},
+     Refused("kmsKeyId")),
+    ("logs", "DisassociateKmsKey", {"logGroupName": "/app/web"},
+     [("logs:DisassociateKmsKey", group("/app/web"))]),
     ("logs", "DescribeLogGroups", {"logGroupNamePrefix": "/app"},
      [("logs:DescribeLogGroups", "*")]),
     ("logs", "DescribeLogStreams", {"logGroupIdentifier": "/app/web"},

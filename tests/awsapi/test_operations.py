@@ -343,6 +343,31 @@ def test_s3_delete_objects_body_round_trip() -> None:
     assert op.params["Delete"]["Objects"] == objects
 
 
+def test_s3_put_bucket_encryption_body_is_read_for_its_default_key() -> None:
+    """The default KMS key a bucket is given is in the body (found in review: it was not read,
+    so the key was never checked against the grant)."""
+    key = "1234abcd-12ab-34cd-56ef-1234567890ab"
+    config = {
+        "Rules": [
+            {
+                "ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": "aws:kms",
+                    "KMSMasterKeyID": key,
+                },
+                "BucketKeyEnabled": True,
+            }
+        ]
+    }
+    req = wire(
+        "s3",
+        "PutBucketEncryption",
+        {"Bucket": BUCKET, "ServerSideEncryptionConfiguration": config},
+    )
+    assert "ServerSideEncryptionConfiguration" not in identify_without_body(req).params
+    op = identify(req)
+    assert op.params["ServerSideEncryptionConfiguration"] == config
+
+
 def test_s3_path_decoding_rules() -> None:
     def get(path: str, bucket: str | None = None) -> Operation:
         return identify(AwsRequest("GET", path, "", {}, None, "s3", REGION, bucket))
@@ -617,6 +642,7 @@ def test_ec2_is_named_but_only_named() -> None:
         ("s3", "DeleteObjects", True),
         ("s3", "CreateBucket", True),
         ("s3", "RestoreObject", True),
+        ("s3", "PutBucketEncryption", True),
         ("lambda", "Invoke", False),
         ("lambda", "InvokeAsync", False),
         ("lambda", "GetFunction", False),

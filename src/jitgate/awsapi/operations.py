@@ -99,7 +99,7 @@ _S3_WIRE_ALIASES: Final[Mapping[str, str]] = {
 
 #: S3 operations whose (small, XML) body the mapping reads.
 _S3_BODY_OPERATIONS: Final[frozenset[str]] = frozenset(
-    {"DeleteObjects", "CreateBucket", "RestoreObject"}
+    {"DeleteObjects", "CreateBucket", "RestoreObject", "PutBucketEncryption"}
 )
 
 _JSON_CONTENT_TYPES: Final[frozenset[str]] = frozenset(

@@ -338,6 +338,28 @@ def _sse_kms_key(op: Operation, ctx: MappingContext) -> list[Access]:
     return [Access(action, key) for action in _SSE_KMS_ACTIONS[op.name]]
 
 
+def _put_bucket_encryption(op: Operation, ctx: MappingContext) -> list[Access]:
+    """PutBucketEncryption: a default KMS key named in the body is the one S3 then uses, with
+    the writer's and reader's KMS rights (jitgate's), for every object written without a key
+    of its own (kms:GenerateDataKey) and read back (kms:Decrypt), calls that jitgate maps to
+    s3: actions alone. So choosing it needs both on the key, as naming it on a write does
+    (found in review)."""
+    accesses = _rule_access(op, RULES[op.name], ctx)
+    config = op.params.get("ServerSideEncryptionConfiguration")
+    rules = config.get("Rules") if isinstance(config, Mapping) else None
+    if not isinstance(rules, list) or not rules:
+        raise _refuse(op, "the body's ServerSideEncryptionConfiguration names no rule")
+    for rule in rules:
+        default = (
+            rule.get("ApplyServerSideEncryptionByDefault") if isinstance(rule, Mapping) else None
+        )
+        value = default.get("KMSMasterKeyID") if isinstance(default, Mapping) else None
+        if value is not None:
+            key = kms_key_arn(op, ctx, value, "KMSMasterKeyID", _refuse_now)
+            accesses += [Access("kms:GenerateDataKey", key), Access("kms:Decrypt", key)]
+    return accesses
+
+
 def _delete_objects(op: Operation, ctx: MappingContext) -> list[Access]:
     """DeleteObjects: every key in the body is deleted, so every key needs its action."""
     bucket = _bucket(op, op.params.get("Bucket"))
@@ -408,6 +430,7 @@ _SPECIAL: Final[Mapping[str, Callable[[Operation, MappingContext], list[Access]]
             "GetObjectAttributes": _get_object_attributes,
             "CreateBucket": _create_bucket,
             "RestoreObject": _restore_object,
+            "PutBucketEncryption": _put_bucket_encryption,
         }
     )
 )

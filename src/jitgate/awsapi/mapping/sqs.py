@@ -127,6 +127,19 @@ def _set_queue_attributes(op: Operation, ctx: MappingContext) -> list[Access]:
     return [Access("sqs:SetQueueAttributes", _queue_url(op, ctx)[0]), *_attribute_accesses(op, ctx)]
 
 
+def _json_without_repeats(text: str) -> Any:
+    """JSON in which no object names a key twice: json.loads keeps the last copy, SQS may
+    keep another, and the queue checked must be the queue SQS uses (found in review)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError("a JSON key is repeated")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
 def _attribute_accesses(op: Operation, ctx: MappingContext) -> list[Access]:
     """Attributes that make SQS act on something else: a dead-letter queue (messages received
     too often are moved there, a send the grant must cover) and an encryption key."""
@@ -137,7 +150,7 @@ def _attribute_accesses(op: Operation, ctx: MappingContext) -> list[Access]:
     redrive = attributes.get("RedrivePolicy")
     if redrive:
         try:
-            policy = json.loads(redrive) if isinstance(redrive, str) else None
+            policy = _json_without_repeats(redrive) if isinstance(redrive, str) else None
         except ValueError:
             policy = None
         target = policy.get("deadLetterTargetArn") if isinstance(policy, dict) else None

@@ -138,9 +138,15 @@ def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
         out.append(Access("ssm:AddTagsToResource", parameter))
     key = op.params.get("KeyId")
     if key is not None:
-        # A SecureString under a customer managed key is encrypted with the caller's rights.
+        # A SecureString under a customer managed key is encrypted with the caller's rights:
+        # a standard parameter by kms:Encrypt, an advanced one by envelope encryption
+        # (kms:GenerateDataKey). Without Tier=Standard the tier may be advanced (the account's
+        # default tier, or the parameter's own when it is overwritten): both are needed (found
+        # in review).
         key_arn = kms_key_arn(op, ctx, key, "KeyId", _refuse)
         out.append(Access("kms:Encrypt", key_arn))
+        if op.params.get("Tier") != "Standard":
+            out.append(Access("kms:GenerateDataKey", key_arn))
     return out
 
 
