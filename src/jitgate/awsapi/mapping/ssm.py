@@ -134,6 +134,10 @@ def _put_parameter(op: Operation, ctx: MappingContext) -> list[Access]:
     if parameter.split(":")[4] == "":
         _refuse(op, "AWS public parameters cannot be written")
     out = [Access("ssm:PutParameter", parameter)]
+    if op.params.get("DataType") == "aws:ec2:image":
+        # Parameter Store checks the AMI id with the caller's EC2 rights, which tells the caller
+        # whether that image exists and is visible to jitgate (found in review).
+        out.append(Access("ec2:DescribeImages", "*"))
     if op.params.get("Tags"):
         out.append(Access("ssm:AddTagsToResource", parameter))
     key = op.params.get("KeyId")
