@@ -204,6 +204,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._progress = True
         self._message_begun = False
         self._disarm_head_deadline()
+        if self.parser.should_upgrade():
+            # Neither listener speaks another protocol. uvicorn answered such a request as
+            # HTTP while httptools stopped framing the connection after its head: a body by
+            # Content-Length (a body to any proxy in front) was dropped, or parsed as a request
+            # of its own and forwarded (found in review). Refused, and the connection closed.
+            what = "a request to switch protocols (Upgrade or CONNECT)"
+            self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
+            raise _HeadRefused(what)
         super().on_headers_complete()
         if len(self.pipeline) > self.max_pipelined:
             # Nothing is written: answers on a pipelined connection must come in order, and the
@@ -297,6 +305,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             json.dumps({"error": "request_timeout", "message": what}).encode(),
         )
 
+    def not_supported(self, message: str) -> bytes:
+        return _response(
+            b"400 Bad Request",
+            b"application/json",
+            json.dumps({"error": "bad_request", "message": message}).encode(),
+        )
+
 
 class AwsBoundedHeadProtocol(BoundedHeadProtocol):
     """The AWS endpoint's: refused as S3 refuses such requests, in XML."""
@@ -314,6 +329,9 @@ class AwsBoundedHeadProtocol(BoundedHeadProtocol):
         return _response(
             b"400 Bad Request", b"application/xml", _xml_error("RequestTimeout", message)
         )
+
+    def not_supported(self, message: str) -> bytes:
+        return _response(b"400 Bad Request", b"application/xml", _xml_error("BadRequest", message))
 
 
 class _HeadRefused(Exception):

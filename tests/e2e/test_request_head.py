@@ -7,6 +7,7 @@ one unauthenticated connection sending four 128 MiB headers took jitgate from 15
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -202,3 +203,47 @@ def test_refusals_on_a_tls_listener_are_recorded_too(
     (denied,) = recorded(stack, ["call.denied"], 1)
     assert denied.actor == "anonymous" and denied.data["source"] == "127.0.0.1"
     assert denied.data["code"] == "RequestHeaderSectionTooLarge"
+
+
+# A request asking to switch protocols, whose body (by Content-Length, as any proxy in front
+# frames it) is a whole request of its own.
+SMUGGLED = b"GET /reports/smuggled.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+UPGRADE = (
+    b"GET /reports/a.txt HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(SMUGGLED)
+)
+
+
+@pytest.mark.parametrize("same_read", [True, False], ids=["body in the same read", "body later"])
+def test_a_request_to_switch_protocols_is_refused_and_its_body_never_parsed(
+    stack: Stack, same_read: bool
+) -> None:
+    """Found in review: uvicorn answered an Upgrade request as plain HTTP while httptools
+    stopped framing the connection, so its body was dropped, or, sent later, parsed and
+    forwarded as a request of its own: a desync with any proxy in front."""
+    parts = urlsplit(stack.aws_url)
+    assert parts.hostname is not None and parts.port is not None
+    kinds = ["call.denied", "call.allowed"]
+    before = len(stack.core.audit.events(types=kinds, limit=1000))
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        if same_read:
+            sock.sendall(UPGRADE + SMUGGLED)
+        else:
+            sock.sendall(UPGRADE)
+            time.sleep(0.3)
+            with contextlib.suppress(OSError):  # the server may have hung up already
+                sock.sendall(SMUGGLED)
+        answer = read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>BadRequest</Code>" in answer and b"switch protocols" in answer
+    event = recorded(stack, kinds, before + 1)[-1]  # oldest first: the newest
+    assert event.data["code"] == "BadRequest" and "switch protocols" in event.data["message"]
+    time.sleep(0.3)  # a second request, had it been parsed, would be recorded by now
+    assert len(stack.core.audit.events(types=kinds, limit=1000)) == before + 1
+
+
+def test_the_control_plane_refuses_a_switch_of_protocols_too(stack: Stack) -> None:
+    answer = refused(stack.control_url, UPGRADE.replace(b"/reports/a.txt", b"/healthz"))
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert b"switch protocols" in answer
