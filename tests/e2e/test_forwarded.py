@@ -240,3 +240,35 @@ def test_unsigned_aws_headers_are_dropped_however_they_are_spelled(
     aws_like = {n for n in forwarded.headers if n.replace("_", "-").startswith("x-amz")}
     assert aws_like <= {"x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}  # jitgate's
     assert forwarded.headers["content-type"] == "text/csv"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_or_head_carrying_a_body_is_refused_not_forwarded(
+    recorded: tuple[RecordingUpstream, Stack], method: str
+) -> None:
+    """Found in review: the body went upstream and the connection back to the pool, so an
+    upstream that ignores such a body read it as the start of the next agent's request."""
+    upstream, stack = recorded
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+    port = port_of(stack)
+    host = f"127.0.0.1:{port}"
+    body = b"GET /reports/SMUGGLED HTTP/1.1\r\nX-Absorb: "
+    _, headers = sign_by_hand(
+        method,
+        host,
+        "/reports/2026/q3.csv",
+        creds=grant.creds,
+        service="s3",
+        payload_line=sha256(body),
+        headers={"x-amz-content-sha256": sha256(body), "content-length": str(len(body))},
+    )
+    headers.pop("content-length", None)  # raw_request sends the length itself
+    response = raw_request(
+        port, method, b"/reports/2026/q3.csv", [("Host", host), *headers.items()], body
+    )
+    assert response.status == 400
+    if method == "GET":
+        assert b"InvalidRequest" in response.body and b"may not carry a body" in response.body
+    assert upstream.wait(1, timeout=0.5) == []
+    (denied,) = [e for e in stack.events(grant.id) if e.type == "call.denied"]
+    assert denied.data["code"] == "InvalidRequest"

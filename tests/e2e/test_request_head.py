@@ -237,7 +237,11 @@ def test_a_request_to_switch_protocols_is_refused_and_its_body_never_parsed(
     assert answer.count(b"HTTP/1.1 ") == 1, answer
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"<Code>BadRequest</Code>" in answer and b"switch protocols" in answer
-    event = recorded(stack, kinds, before + 1)[-1]  # oldest first: the newest
+    deadline = time.monotonic() + 10
+    while len(stack.core.audit.events(types=kinds, limit=1000)) <= before:
+        assert time.monotonic() < deadline, "the refusal was not recorded"
+        time.sleep(0.05)
+    (event,) = stack.core.audit.events(types=kinds, limit=1, newest_first=True)
     assert event.data["code"] == "BadRequest" and "switch protocols" in event.data["message"]
     time.sleep(0.3)  # a second request, had it been parsed, would be recorded by now
     assert len(stack.core.audit.events(types=kinds, limit=1000)) == before + 1

@@ -356,6 +356,11 @@ class AwsEndpoint:
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         call.authenticated = True
         self._check_live(grant, now)
+        if call.method in _BODILESS_METHODS and _may_have_body(headers):
+            # No AWS call sends one. Forwarded, a body an upstream ignores would be read as the
+            # start of the next request on the pooled connection, another agent's (found in
+            # review). Refused unread: the connection closes after the answer.
+            raise AwsError("InvalidRequest", f"a {call.method} request may not carry a body")
 
         # From here on only what the agent signed counts: an unsigned x-amz-* header could have
         # been added by anyone holding a presigned URL and could change what the upstream does
@@ -958,6 +963,9 @@ def _with_body(request: AwsRequest, body: bytes) -> AwsRequest:
         request.region,
         request.bucket_from_host,
     )
+
+
+_BODILESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _may_have_body(headers: dict[str, str]) -> bool:
