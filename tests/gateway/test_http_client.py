@@ -126,6 +126,23 @@ def answering(*answers: bytes) -> Handler:
     return handle
 
 
+def answering_then_closing(answer: bytes) -> Handler:
+    """Answer the first request with ``answer`` and hang up (an answer cut short then fails as
+    cut short, not as whatever the client is meant to notice first)."""
+
+    def handle(conn: socket.socket, number: int) -> None:
+        if Reader(conn, SERVERS[-1]).request() is not None:
+            with contextlib.suppress(OSError):  # the client may hang up first
+                conn.sendall(answer)
+
+    return handle
+
+
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+# The cap on bytes that deliver no body holds to within one socket read (up to 256 KiB).
+_PAST_THE_CAP = 2 * 1024 * 1024
+
+
 def body_collector(got: list[bytes]) -> Handler:
     """Read a request's head, then keep every byte sent after it in ``got``."""
 
@@ -555,11 +572,41 @@ def test_what_could_smuggle_a_request_is_refused_before_connecting(
             "over 256 headers",
         ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "not valid"),
+        # Found in review: uvicorn could send neither, so the client got no answer at all.
+        (b"HTTP/1.1 999 Nine\r\nContent-Length: 0\r\n\r\n", "status 999, not an HTTP status"),
+        (b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n", "status 99, not an HTTP status"),
+        # Found in review: trailers were neither counted nor measured, and the parser kept an
+        # endless one (24 MiB sent: 48 MiB held).
+        (
+            _CHUNKED_HEAD + b"3\r\nabc\r\n0\r\nX-T: " + b"a" * _PAST_THE_CAP,
+            "over 65536 bytes of chunk framing or trailers",
+        ),
+        (
+            _CHUNKED_HEAD + b"3;" + b"e" * _PAST_THE_CAP,
+            "over 65536 bytes of chunk framing or trailers",
+        ),
+        (
+            _CHUNKED_HEAD
+            + b"3\r\nabc\r\n0\r\n"
+            + b"X-T: v\r\n" * (http_client.MAX_RESPONSE_HEADERS + 1)
+            + b"\r\n",
+            "over 256 trailers",
+        ),
     ],
-    ids=["status-line", "control-character", "too-many-headers", "two-lengths"],
+    ids=[
+        "status-line",
+        "control-character",
+        "too-many-headers",
+        "two-lengths",
+        "status-over-599",
+        "status-under-100",
+        "endless-trailer",
+        "endless-chunk-extension",
+        "too-many-trailers",
+    ],
 )
 def test_a_malformed_answer_is_refused(answer: bytes, why: str) -> None:
-    server = serve(answering(answer))
+    server = serve(answering_then_closing(answer))
 
     async def go() -> None:
         client = HttpClient()
