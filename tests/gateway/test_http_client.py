@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -457,6 +458,35 @@ def test_what_the_body_raises_reaches_the_caller_and_the_request_is_cut_off() ->
 
     run(go())
     assert len(b"".join(got)) < 10  # cut off (reset) before the body's declared end
+
+
+def test_an_early_answer_to_a_body_held_in_memory_retires_the_connection() -> None:
+    """Found in review: a body in memory counted as sent once handed to the transport, so an
+    upstream answering after the head, body unread, got the rest of it where it expects the
+    next request on a kept connection (the next call's head followed right after it)."""
+    body = b"b" * (8 * 1024 * 1024)  # far more than the socket buffers hold
+
+    def handle(conn: socket.socket, number: int) -> None:
+        reader = Reader(conn, server)
+        if reader.head() is None:
+            return
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
+        time.sleep(0.5)  # reads nothing more for a while, then drains the connection
+        conn.settimeout(2)
+        with contextlib.suppress(OSError):
+            while conn.recv(1 << 20):
+                pass
+
+    server = serve(handle)
+
+    async def go() -> tuple[int, int, int]:
+        client = HttpClient()
+        status, _, _ = await fetch(client, server.port, "POST", "/", {}, body)
+        status2, _, _ = await fetch(client, server.port, "POST", "/", {}, b"small")
+        await client.close()
+        return status, status2, client.opened
+
+    assert run(go()) == (400, 400, 2)  # the second call on a connection of its own
 
 
 def test_an_upload_waits_for_100_continue_and_an_early_refusal_keeps_its_body() -> None:

@@ -829,6 +829,11 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self._keep_alive = bool(self._parser.should_keep_alive())
+        if self._transport is not None and self._transport.get_write_buffer_size():
+            # Answered while part of the request had not left (a body held in memory that the
+            # upstream stopped reading): those bytes would follow the answer, where the upstream
+            # expects the next request, so the connection is not kept (found in review).
+            self._keep_alive = False
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == b"content-length" and value.strip().isdigit():
