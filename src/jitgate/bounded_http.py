@@ -212,6 +212,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             what = "a request to switch protocols (Upgrade or CONNECT)"
             self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
             raise _HeadRefused(what)
+        codings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        if codings and b",".join(codings).strip().lower() != b"chunked":
+            # Any other coding httptools refuses only once the body begins, after the app has
+            # started: the call was recorded as allowed and its head sent upstream, then cut
+            # off, and the client got no answer (found in review). Refused here, before.
+            what = "a Transfer-Encoding other than chunked"
+            self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
+            raise _HeadRefused(what)
         super().on_headers_complete()
         if len(self.pipeline) > self.max_pipelined:
             # Nothing is written: answers on a pipelined connection must come in order, and the
