@@ -395,3 +395,9 @@ def test_an_upstream_header_the_server_cannot_send_is_a_502_not_the_client_leavi
     assert data["status"] == 502
     assert data["upstream_request_id"] == "up-ctl"  # read before the bad header
     assert "not valid HTTP/1.1" in data["error"]
+    # Allowed and then failed: the outcome says so, and no refusal that never happened is
+    # recorded beside it under the same request id (found in review).
+    time.sleep(0.2)
+    events = stack.events(grant.id)
+    assert [e.type for e in events] == ["call.allowed", "call.completed"]
+    assert events[0].data["request_id"] == events[1].data["request_id"]

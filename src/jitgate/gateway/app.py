@@ -510,6 +510,12 @@ class AwsEndpoint:
         if not call.authenticated and not self.failures.admit(call.client, error.code):
             await self._send_error(call, error, send)
             return
+        if call.allowed and call.outcome_recorded:
+            # Allowed, then failed on the way (upstream unreachable, a body that broke its
+            # signed hash): its outcome says so. A call.denied as well would name a refusal
+            # that never happened, under the same request id (found in review).
+            await self._send_error(call, error, send)
+            return
         grant = call.grant
         data = call.event_data()
         data.update(code=error.code, message=error.message, source=call.client)
