@@ -37,7 +37,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from xml.sax.saxutils import escape
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -209,17 +209,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             # HTTP while httptools stopped framing the connection after its head: a body by
             # Content-Length (a body to any proxy in front) was dropped, or parsed as a request
             # of its own and forwarded (found in review). Refused, and the connection closed.
-            what = "a request to switch protocols (Upgrade or CONNECT)"
-            self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
-            raise _HeadRefused(what)
+            self._refuse_unsupported("a request to switch protocols (Upgrade or CONNECT)")
         codings = [value for name, value in self.headers if name == b"transfer-encoding"]
         if codings and b",".join(codings).strip().lower() != b"chunked":
             # Any other coding httptools refuses only once the body begins, after the app has
             # started: the call was recorded as allowed and its head sent upstream, then cut
             # off, and the client got no answer (found in review). Refused here, before.
-            what = "a Transfer-Encoding other than chunked"
-            self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
-            raise _HeadRefused(what)
+            self._refuse_unsupported("a Transfer-Encoding other than chunked")
         super().on_headers_complete()
         if len(self.pipeline) > self.max_pipelined:
             # Nothing is written: answers on a pipelined connection must come in order, and the
@@ -228,6 +224,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._refuse(limit, None, TOO_MANY_PIPELINED)
             self.pipeline.clear()
             raise _HeadRefused(limit)  # and the rest of this read is not parsed
+
+    def _refuse_unsupported(self, what: str) -> NoReturn:
+        """Answer 400 naming ``what``, close, and stop parsing this head."""
+        self._refuse(what, self.not_supported(f"{what} is not supported"), NOT_HTTP)
+        raise _HeadRefused(what)
 
     def on_body(self, body: bytes) -> None:
         self._progress = True

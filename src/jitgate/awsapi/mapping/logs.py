@@ -143,15 +143,16 @@ def _pass_role(op: Operation, key: str) -> list[Access]:
     return [Access("iam:PassRole", role)]
 
 
-# A key named for a log group is then used by CloudWatch Logs for everything written to it;
-# which KMS rights of the caller that needs is not confirmed, so the call is refused (found in
-# review), as for CreateLogAnomalyDetector.
-_KMS_KEY_REFUSAL = "kmsKeyId names a KMS key, which needs KMS permissions that are not mapped"
+def _no_kms_key(op: Operation) -> None:
+    """A key named for a log group (or detector) is then used by CloudWatch Logs for what is
+    written to it; which KMS rights of the caller that takes is not confirmed, so the call is
+    refused (CreateLogGroup and AssociateKmsKey: found in review)."""
+    if op.params.get("kmsKeyId") is not None:
+        _refuse(op, "kmsKeyId names a KMS key, which needs KMS permissions that are not mapped")
 
 
 def _create_log_group(op: Operation, ctx: MappingContext) -> list[Access]:
-    if op.params.get("kmsKeyId") is not None:
-        _refuse(op, _KMS_KEY_REFUSAL)
+    _no_kms_key(op)
     group = _group_arn_of(op, ctx, _param(op, "logGroupName"), "logGroupName")
     out = [Access("logs:CreateLogGroup", group)]
     if op.params.get("tags"):
@@ -160,8 +161,7 @@ def _create_log_group(op: Operation, ctx: MappingContext) -> list[Access]:
 
 
 def _kms_key_group(op: Operation, ctx: MappingContext) -> list[str]:
-    if op.params.get("kmsKeyId") is not None:
-        _refuse(op, _KMS_KEY_REFUSAL)
+    _no_kms_key(op)
     if op.params.get("resourceIdentifier") is not None:
         _refuse(op, "resourceIdentifier names query results, which have no IAM resource to map")
     return _group(op, ctx)
@@ -226,8 +226,7 @@ def _put_destination(op: Operation, ctx: MappingContext) -> list[Access]:
 def _create_anomaly_detector(op: Operation, ctx: MappingContext) -> list[Access]:
     if op.params.get("tags"):
         _refuse(op, "tags also need logs:TagResource on the new detector, whose ARN is not known")
-    if op.params.get("kmsKeyId") is not None:
-        _refuse(op, _KMS_KEY_REFUSAL)
+    _no_kms_key(op)
     groups = _groups("logGroupArnList")(op, ctx)
     return [Access("logs:CreateLogAnomalyDetector", arn) for arn in groups]
 
