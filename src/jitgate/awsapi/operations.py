@@ -486,23 +486,36 @@ def _json_body(body: bytes, shape: StructureShape | None, service: str, name: st
         raise _refuse(f"{service}: {name} body is nested too deeply") from None
 
 
-def _loads(body: bytes, service: str) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise _refuse(f"{service}: duplicate JSON key {_shown(key)}")
-            result[key] = value
-        return result
+class RepeatedKey(ValueError):
+    """A JSON object names a key twice: json.loads would keep the last copy, a service may
+    keep another, so what is checked might not be what is acted on."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__(f"JSON key {key!r} is repeated")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` that refuses (RepeatedKey) a key given twice."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise RepeatedKey(key)
+        result[key] = value
+    return result
+
+
+def _loads(body: bytes, service: str) -> Any:
     def no_constants(token: str) -> Any:
         raise _refuse(f"{service}: JSON constant {token} is not allowed")
 
     try:
         text = body.decode("utf-8")
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=no_constants)
     except UnicodeDecodeError:
         raise _refuse(f"{service}: request body is not valid UTF-8") from None
+    except RepeatedKey as exc:
+        raise _refuse(f"{service}: duplicate JSON key {_shown(exc.key)}") from None
     except (ValueError, RecursionError):
         raise _refuse(f"{service}: request body is not valid JSON") from None
 

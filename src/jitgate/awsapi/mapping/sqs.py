@@ -28,6 +28,7 @@ from jitgate.awsapi.mapping.common import (
     star,
 )
 from jitgate.awsapi.mapping.context import MappingContext
+from jitgate.awsapi.operations import unique_keys
 from jitgate.awsapi.types import Access, Operation
 
 _PREFIX = "sqs"
@@ -127,19 +128,6 @@ def _set_queue_attributes(op: Operation, ctx: MappingContext) -> list[Access]:
     return [Access("sqs:SetQueueAttributes", _queue_url(op, ctx)[0]), *_attribute_accesses(op, ctx)]
 
 
-def _json_without_repeats(text: str) -> Any:
-    """JSON in which no object names a key twice: json.loads keeps the last copy, SQS may
-    keep another, and the queue checked must be the queue SQS uses (found in review)."""
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names):
-            raise ValueError("a JSON key is repeated")
-        return dict(pairs)
-
-    return json.loads(text, object_pairs_hook=unique)
-
-
 def _attribute_accesses(op: Operation, ctx: MappingContext) -> list[Access]:
     """Attributes that make SQS act on something else: a dead-letter queue (messages received
     too often are moved there, a send the grant must cover) and an encryption key."""
@@ -150,7 +138,13 @@ def _attribute_accesses(op: Operation, ctx: MappingContext) -> list[Access]:
     redrive = attributes.get("RedrivePolicy")
     if redrive:
         try:
-            policy = _json_without_repeats(redrive) if isinstance(redrive, str) else None
+            # A key given twice (RepeatedKey, a ValueError) is refused: the queue checked must be
+            # the queue SQS uses (found in review).
+            policy = (
+                json.loads(redrive, object_pairs_hook=unique_keys)
+                if isinstance(redrive, str)
+                else None
+            )
         except ValueError:
             policy = None
         target = policy.get("deadLetterTargetArn") if isinstance(policy, dict) else None
