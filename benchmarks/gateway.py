@@ -55,6 +55,7 @@ from rich.table import Table
 
 from benchmarks import gateway_pieces
 from benchmarks.gateway_load import (
+    FAST_CREDS,
     KIB,
     MIB,
     OPS,
@@ -79,7 +80,6 @@ NGINX_TEMPLATES = Path(__file__).resolve().parent / "nginx"
 # "python hop": the bare hop on jitgate's own stack (uvicorn + jitgate's upstream client, D13);
 # "aiohttp hop": the same hop on aiohttp's client, the stack issue 3's planning numbers used.
 PATHS = ("direct", "nginx", "aiohttp hop", "python hop", "jitgate")
-FAST_CREDS = Creds("AKIDBENCHFAST", "bench-secret-ignored-by-nginx")
 ADDED_P50_TARGET_US = 300.0
 HOP_RATIO_TARGET = 0.60
 MOTO_RATIO_TARGET = 0.95

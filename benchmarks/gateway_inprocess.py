@@ -28,14 +28,13 @@ import uvloop
 from botocore.credentials import Credentials as BotoCredentials
 
 from benchmarks.gateway_launcher import ACCOUNT_ID, issue_grants
-from benchmarks.gateway_load import OPS, Creds, Op, build_pool
+from benchmarks.gateway_load import FAST_CREDS, OPS, Creds, Op, build_pool
 from benchmarks.passthrough import LeanPassthrough
 from jitgate.config import load_settings
 from jitgate.core import build, init_home
 from jitgate.server import build_aws_endpoint, settle_for_serving
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-FAST_CREDS = Creds("AKIDBENCHFAST", "bench-secret-ignored-by-nginx")  # as benchmarks.gateway
 MEASURED_OPS = ("S3 GetObject 1 KiB", "DynamoDB GetItem")
 
 

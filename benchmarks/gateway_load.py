@@ -132,6 +132,10 @@ class Creds:
 _KEYS = sigv4.SigningKeyCache()
 
 
+# What the direct, nginx and bare-hop paths sign with on the fast upstream (nginx ignores it).
+FAST_CREDS = Creds("AKIDBENCHFAST", "bench-secret-ignored-by-nginx")
+
+
 def signed_head(
     method: str,
     path: str,

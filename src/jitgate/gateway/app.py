@@ -507,13 +507,13 @@ class AwsEndpoint:
 
     # --- outcomes -----------------------------------------------------------------------------
     async def _deny(self, call: Call, error: AwsError, send: Send) -> None:
-        if not call.authenticated and not self.failures.admit(call.client, error.code):
-            await self._send_error(call, error, send)
-            return
-        if call.allowed and call.outcome_recorded:
-            # Allowed, then failed on the way (upstream unreachable, a body that broke its
-            # signed hash): its outcome says so. A call.denied as well would name a refusal
-            # that never happened, under the same request id (found in review).
+        # Not written: a flooding source's failures before authentication (counted instead),
+        # and a call allowed and then failed on the way (upstream unreachable, a body that broke
+        # its signed hash), whose outcome says so: a call.denied as well would name a refusal
+        # that never happened, under the same request id (found in review).
+        if (not call.authenticated and not self.failures.admit(call.client, error.code)) or (
+            call.allowed and call.outcome_recorded
+        ):
             await self._send_error(call, error, send)
             return
         grant = call.grant

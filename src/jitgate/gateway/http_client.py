@@ -234,7 +234,7 @@ class HttpClient:
                 self._ssl_context = ssl.create_default_context()
             context = self._ssl_context
         proxy = self.proxy_for(origin)
-        where = f"{origin.host}:{origin.port}" + (f" through {proxy.shown}" if proxy else "")
+        where = origin.authority + (f" through {proxy.shown}" if proxy else "")
         try:
             async with asyncio.timeout(self.connect_seconds):
                 if proxy is None:
@@ -276,7 +276,7 @@ class HttpClient:
             status, reason = await handshake.answer
             if status != 200:
                 raise UpstreamError(
-                    f"the proxy {proxy.shown} refused to connect to {origin.host}:{origin.port}:"
+                    f"the proxy {proxy.shown} refused to connect to {origin.authority}:"
                     f" {status} {reason}"
                 )
             connection = _Connection(self.read_seconds)
