@@ -108,7 +108,11 @@ async def run(args: argparse.Namespace, home: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def ready() -> None:
-        info = {"grants": grants, "control_port": listeners.control[1], "durability": args.durability}
+        info = {
+            "grants": grants,
+            "control_port": listeners.control[1],
+            "durability": args.durability,
+        }
         tmp = Path(args.info + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(args.info)

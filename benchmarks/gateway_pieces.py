@@ -195,7 +195,10 @@ def _steps(
             "grant lookup, read: SQLite on a kept DBAPI connection, on the event loop",
             lambda: lookup._read(parsed.access_key_id),
         ),
-        ("grant secret + session token (2 HMACs; the endpoint then caches them per grant)", credentials),
+        (
+            "grant secret + session token (2 HMACs; the endpoint then caches them per grant)",
+            credentials,
+        ),
         ("SigV4 verify (cached signing key)", verify),
         ("identify operation (botocore model)", lambda: identify(request)),
         ("required_access + scope check", authorize),
