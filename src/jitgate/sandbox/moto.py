@@ -103,26 +103,22 @@ def start_moto(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # moto ignores signatures during bootstrap: these credentials only create jitgate's own.
+    bootstrap = Credentials("bootstrap", "bootstrap")
+    server = MotoServer(port, process, bootstrap, tls[0] if tls else None)
     try:
         _wait_for_port(port, process)
-        iam = boto3.client(
-            "iam",
-            endpoint_url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
-            verify=tls[0] if tls else None,
-            region_name=REGION,
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",  # noqa: S106 - moto ignores it during bootstrap
-        )
-        iam.create_user(UserName="jitgate")
-        iam.put_user_policy(
+        iam = server.client("iam")
+        iam.create_user(UserName="jitgate")  # type: ignore[attr-defined]
+        iam.put_user_policy(  # type: ignore[attr-defined]
             UserName="jitgate", PolicyName="jitgate-admin", PolicyDocument=ADMIN_POLICY
         )
-        key = iam.create_access_key(UserName="jitgate")["AccessKey"]
+        key = iam.create_access_key(UserName="jitgate")["AccessKey"]  # type: ignore[attr-defined]
     except BaseException:
         process.kill()
         raise
-    credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-    return MotoServer(port, process, credentials, tls[0] if tls else None)
+    server.credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    return server
 
 
 def seed_demo_data(moto: MotoServer) -> None:
