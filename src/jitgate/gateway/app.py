@@ -36,6 +36,7 @@ from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
+from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.stall import ClientStalled, StallWatch
 from jitgate.gateway.upstream import Upstream
@@ -117,6 +118,8 @@ class Call:
     status: int = 0  # the status answered, once the response has started
     ended_early: str | None = None  # why the response was cut short on the client's side
     upstream_request_id: str | None = None  # the id AWS gave the call, once it answered
+    checked_at: datetime | None = None  # when the grant was last found live (call.allowed)
+    liveness: StreamLiveness | None = None  # re-checks the grant while the call streams
 
     def event_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -194,8 +197,10 @@ class AwsEndpoint:
         gateway_hosts: tuple[str, ...] = ("localhost",),
         failures: FailureThrottle | None = None,
         max_buffered_total: int = MAX_BUFFERED_TOTAL,
+        stream_check_seconds: float = STREAM_CHECK_SECONDS,
     ) -> None:
         self.lookup = lookup
+        self.stream_check_seconds = stream_check_seconds
         self.buffered = BodyBudget(max_buffered_total)
         self.master_key = master_key
         self.batcher = batcher
@@ -355,7 +360,7 @@ class AwsEndpoint:
         if not hmac.compare_digest(token.encode(), expected_token.encode()):
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         call.authenticated = True
-        self._check_live(grant, now)
+        check_live(grant, now)
         if call.method in _BODILESS_METHODS and _may_have_body(headers):
             # No AWS call sends one. Forwarded, a body an upstream ignores would be read as the
             # start of the next request on the pooled connection, another agent's (found in
@@ -404,9 +409,6 @@ class AwsEndpoint:
                     "AccessDenied",
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
-        outlives = credentials_outliving(operation, grant.expires_at or now, now)
-        if outlives is not None:
-            raise AwsError("AccessDenied", f"grant {grant.id}: {outlives}")
         decoder: sigv4.ChunkedPayloadDecoder | None = None
         if body is None and info.payload_hash in (
             sigv4.STREAMING_SIGNED,
@@ -422,9 +424,15 @@ class AwsEndpoint:
         data = call.event_data()
 
         def still_live(txn: DriverTxn) -> None:
-            # Checked again in the transaction that records the call, so a revocation that
-            # committed while this call was being checked still stops it.
-            self._check_live(refreshed(txn, grant), now)
+            # Checked again in the transaction that records the call, at the instant it does,
+            # so a revocation that committed while this call was being checked, or an expiry
+            # passed while its body arrived, still stops it.
+            at = call.checked_at = self.clock.now()
+            fresh = refreshed(txn, grant)
+            check_live(fresh, at)
+            outlives = credentials_outliving(operation, fresh.expires_at or at, at)
+            if outlives is not None:
+                raise AwsError("AccessDenied", f"grant {grant.id}: {outlives}")
             # A one-exact-call grant is used up by the call it lets through, in this same
             # transaction: of two racing calls exactly one is recorded as allowed.
             if grant.one_call and call.access and operation is not None:
@@ -468,29 +476,6 @@ class AwsEndpoint:
             call.bytes_in += size  # counted as read, whether or not it is then forwarded
 
         return await _read_body(receive, MAX_BUFFERED_BODY, take)
-
-    def _check_live(self, grant: GatewayGrant, now: Any) -> None:
-        if grant.agent_disabled:
-            raise AwsError(
-                "AccessDenied", f"agent {grant.agent} is disabled; grant {grant.id} no longer works"
-            )
-        if grant.status == "pending":
-            raise AwsError("AccessDenied", f"grant {grant.id} is waiting for approval")
-        if grant.status == "revoked":
-            raise AwsError("AccessDenied", f"grant {grant.id} was revoked")
-        if grant.status == "used":
-            raise AwsError(
-                "AccessDenied", f"grant {grant.id} permitted one call and it has been made"
-            )
-        if grant.status in ("denied", "lapsed"):
-            raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
-        if grant.status == "expired" or grant.expires_at is None or now >= grant.expires_at:
-            raise AwsError(
-                "ExpiredToken",
-                f"The security token included in the request is expired (grant {grant.id})",
-            )
-        if grant.status != "active":
-            raise AwsError("AccessDenied", f"grant {grant.id} is {grant.status}")
 
     def _bucket_from_host(self, service: str, headers: dict[str, str]) -> str | None:
         """An S3 virtual-hosted bucket ("BUCKET.gateway-host"); identification checks the name.
@@ -654,6 +639,7 @@ class AwsEndpoint:
                     out["content-length"] = headers["content-length"]
             elif "content-length" in headers:
                 out["content-length"] = headers["content-length"]
+            source = self._while_live(source, call)
             if info.presigned and payload_hash == sigv4.STREAMING_UNSIGNED_TRAILER:
                 payload_hash = sigv4.UNSIGNED_PAYLOAD
             length = out.get("content-length")
@@ -696,7 +682,7 @@ class AwsEndpoint:
                 await self._relay(call, response, receive, send)
             self._record_outcome(call, call.status, error=call.ended_early)
         except _BodyRejected as exc:
-            self._record_outcome(call, 400, error=exc.error.message)
+            self._record_outcome(call, exc.error.status, error=exc.error.message)
             raise exc.error from None
         except (TimeoutError, UpstreamError) as exc:
             malformed = isinstance(exc, MalformedAnswer)
@@ -742,6 +728,13 @@ class AwsEndpoint:
             await self._stream_body(call, response, receive, send)
         except _ClientGone:
             self._ended_early(call, response, "the client left mid-response")
+        except _GrantEnded as ended:
+            # The head (and perhaps some of the body) reached the client; the rest never will.
+            # Returning without ending the response makes the server close the connection, so
+            # the client sees a cut-off answer, not a complete one.
+            response.close()
+            call.ended_early = f"stopped mid-response: {ended.error.message}"
+            log.info("call %s: %s", call.request_id, call.ended_early)
         except ClientStalled:
             self._ended_early(
                 call, response, f"the client stopped reading for {CLIENT_STALL_SECONDS:g} s"
@@ -775,6 +768,10 @@ class AwsEndpoint:
             while chunk := await response.read(STREAM_CHUNK):
                 if gone is not None and gone.done():
                     raise _ClientGone
+                try:
+                    self._liveness(call).check()
+                except AwsError as error:
+                    raise _GrantEnded(error) from None
                 call.bytes_out += len(chunk)
                 last = response.at_end  # the last piece ends the answer: one send fewer
                 await send_in_time(
@@ -788,6 +785,31 @@ class AwsEndpoint:
                 gone.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
+
+    def _liveness(self, call: Call) -> StreamLiveness:
+        """The check that stops an allowed call mid-stream once its grant stops being live."""
+        if call.liveness is None:
+            assert call.grant is not None and call.checked_at is not None
+            call.liveness = StreamLiveness(
+                call.grant,
+                self.lookup.current,
+                self.clock,
+                call.checked_at,
+                self.stream_check_seconds,
+            )
+        return call.liveness
+
+    async def _while_live(self, source: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]:
+        """The request body's pieces, each sent upstream only while the grant is live: a body
+        cut off mid-way is never completed upstream, so AWS does not act on it."""
+        liveness = self._liveness(call)
+        async for chunk in source:
+            try:
+                liveness.check()
+            except AwsError as error:
+                message = f"{error.message}; the upload was stopped mid-body"
+                raise _BodyRejected(AwsError(error.code, message)) from None
+            yield chunk
 
     def _ended_early(self, call: Call, response: Response, why: str) -> None:
         response.close()  # the rest is not read from AWS
@@ -827,6 +849,14 @@ async def _disconnected(receive: Receive) -> None:
     """Returns when the client has closed its connection (its request body was all read)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class _GrantEnded(Exception):
+    """The call's grant stopped being live while its answer streamed to the client."""
+
+    def __init__(self, error: AwsError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _BodyRejected(Exception):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from json import dumps as json_dumps
+from typing import Any
 
 from jitgate.scope import Scope, build_scope
 from jitgate.store.db import Database
@@ -80,6 +81,7 @@ class GrantLookup:
         self._connection = DedicatedConnection(db, autocommit=True)
         self._lock = threading.Lock()
         self._lookup = placeholders(db.dialect, _LOOKUP)
+        self._refresh = placeholders(db.dialect, _REFRESH)
         self._recent: dict[str, tuple[float, GatewayGrant]] = {}
 
     def by_access_key(self, access_key_id: str) -> GatewayGrant | None:
@@ -104,16 +106,31 @@ class GrantLookup:
             self._recent[access_key_id] = (now, grant)
         return grant
 
-    def _read(self, access_key_id: str) -> GatewayGrant | None:
+    def current(self, grant: GatewayGrant) -> GatewayGrant | None:
+        """``grant`` with its status, expiry and agent's flag read now (None if it is gone):
+        for a call that streams long after it was checked (see jitgate.gateway.liveness)."""
+        row = self._fetchone(self._refresh, (grant.id,))
+        if row is None:
+            return None
+        status, expires_at, disabled = row
+        return replace(
+            grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
+        )
+
+    def _fetchone(self, sql: str, params: tuple[str, ...]) -> tuple[Any, ...] | None:
         with self._lock:
             try:
                 cursor = self._connection.raw().cursor()
-                cursor.execute(self._lookup, (access_key_id,))
+                cursor.execute(sql, params)
                 row = cursor.fetchone()
                 cursor.close()
             except Exception:
                 self._connection.drop()  # replaced on the next call
                 raise
+        return row
+
+    def _read(self, access_key_id: str) -> GatewayGrant | None:
+        row = self._fetchone(self._lookup, (access_key_id,))
         if row is None:
             return None
         grant_id, agent, actions, resources, status, expires_at, disabled, one_call = row
