@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +40,7 @@ from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.stall import ClientStalled, StallWatch
-from jitgate.gateway.upstream import Upstream
+from jitgate.gateway.upstream import Destination, Upstream
 from jitgate.grants.credentials import MasterKey
 from jitgate.grants.service import consume_one_call
 from jitgate.store.driver import DriverTxn
@@ -87,7 +88,24 @@ _PRESIGN_QUERY_KEYS = frozenset(
         "X-Amz-Security-Token",
     }
 )
-_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "server", "date"})
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",  # trailers are not relayed
+        "transfer-encoding",
+        "upgrade",
+        "server",
+        "date",
+    }
+)
+# An upstream error body up to this size is read whole before it is relayed, to check that it
+# quotes nothing jitgate signed with (S3's SignatureDoesNotMatch quotes the key id, the
+# signature and the canonical request with its session token).
+QUOTE_CHECK_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -118,6 +136,7 @@ class Call:
     status: int = 0  # the status answered, once the response has started
     ended_early: str | None = None  # why the response was cut short on the client's side
     upstream_request_id: str | None = None  # the id AWS gave the call, once it answered
+    signed_with: tuple[str, ...] = ()  # jitgate's key id, token and signature sent upstream
     checked_at: datetime | None = None  # when the grant was last found live (call.allowed)
     liveness: StreamLiveness | None = None  # re-checks the grant while the call streams
 
@@ -328,12 +347,14 @@ class AwsEndpoint:
             )
         call.grant = grant
         secret, expected_token = self._derived(parsed.access_key_id, grant.id)
-        for name, value in headers.items():
-            if not value.isascii() and not _is_utf8(value):
-                # Neither signed nor forwarded faithfully: refused before anything is checked.
-                raise AwsError(
-                    "InvalidRequest", f"the value of header {name[:64]!r} is not valid UTF-8"
-                )
+        non_ascii = next((name for name, value in headers.items() if not value.isascii()), None)
+        if non_ascii is not None:
+            for name, value in headers.items():
+                if not value.isascii() and not _is_utf8(value):
+                    # Neither signed nor forwarded faithfully: refused before anything is checked.
+                    raise AwsError(
+                        "InvalidRequest", f"the value of header {name[:64]!r} is not valid UTF-8"
+                    )
 
         # S3 bodies stream (objects can be huge) and S3 declares their hash up front; other
         # services' bodies are small and needed whole to verify the signature.
@@ -361,6 +382,22 @@ class AwsEndpoint:
             raise AwsError("InvalidToken", "The provided token is malformed or otherwise invalid.")
         call.authenticated = True
         check_live(grant, now)
+        if non_ascii is not None:
+            # AWS reads header bytes as Latin-1, so it would never agree with the signature
+            # jitgate makes over them, and its SignatureDoesNotMatch answer quotes jitgate's
+            # signed request (found in review). S3 wants such values RFC 2047-encoded anyway.
+            raise AwsError(
+                "InvalidRequest",
+                f"the value of header {non_ascii[:64]!r} is not ASCII; AWS does not accept it "
+                "in a signed request (encode it, as RFC 2047 says)",
+            )
+        try:
+            destination = self.upstream.destination(call.service, call.region)
+        except ValueError:
+            # Checked before the call is recorded as allowed: nowhere to send it.
+            raise AwsError(
+                "InvalidRequest", f"jitgate does not forward to region {call.region[:64]!r}"
+            ) from None
         if call.method in _BODILESS_METHODS and _may_have_body(headers):
             # No AWS call sends one. Forwarded, a body an upstream ignores would be read as the
             # start of the next request on the pooled connection, another agent's (found in
@@ -463,7 +500,7 @@ class AwsEndpoint:
         if _answered_locally(operation):
             await self._caller_identity(call, send)
             return
-        await self._forward(call, request, info, body, decoder, receive, send)
+        await self._forward(call, destination, request, info, body, decoder, receive, send)
 
     async def _read_body(self, call: Call, receive: Receive) -> bytes:
         def take(size: int) -> None:
@@ -589,6 +626,7 @@ class AwsEndpoint:
     async def _forward(
         self,
         call: Call,
+        destination: Destination,
         request: AwsRequest,
         info: sigv4.SignedRequestInfo,
         body: bytes | None,
@@ -599,7 +637,6 @@ class AwsEndpoint:
         client = self.upstream.client
         assert client is not None, "upstream not started"
         headers = call.headers
-        destination = self.upstream.destination(call.service, call.region)
         raw_path = call.raw_path
         if request.bucket_from_host:
             raw_path = "/" + request.bucket_from_host + raw_path
@@ -663,6 +700,12 @@ class AwsEndpoint:
             key_cache=self.upstream_key_cache,
         )
         out.update(signed)
+        # What an upstream error may quote back: never passed on to the agent (see _relay).
+        call.signed_with = (
+            identity.access_key,
+            identity.token or "",
+            signed["authorization"].rpartition("Signature=")[2],
+        )
         expect_continue = False
         if data is not None and not isinstance(data, bytes):
             # The client waits for "100 Continue" before sending its body: so does jitgate, and
@@ -684,6 +727,9 @@ class AwsEndpoint:
         except _BodyRejected as exc:
             self._record_outcome(call, exc.error.status, error=exc.error.message)
             raise exc.error from None
+        except _Withheld as exc:
+            self._record_outcome(call, exc.error.status, error=exc.why)
+            raise exc.error from None
         except (TimeoutError, UpstreamError) as exc:
             malformed = isinstance(exc, MalformedAnswer)
             if malformed and call.upstream_request_id is None:  # read before the fault
@@ -703,11 +749,22 @@ class AwsEndpoint:
     async def _relay(self, call: Call, response: Response, receive: Receive, send: Send) -> None:
         """Stream the upstream's response to the client; stop reading it if the client leaves."""
         status = response.status
+        first = b""
+        if status >= 400 and (response.content_length or 0) <= QUOTE_CHECK_LIMIT:
+            first = await _read_at_most(response, QUOTE_CHECK_LIMIT)
+            if response.at_end and quotes_any(first, call.signed_with):
+                raise _withheld(call, response, first)
         bodiless = status < 200 or status in (204, 304)
+        dropped = _RESPONSE_DROP
+        named = [v for k, v in response.raw_headers if k.lower() == b"connection"]
+        if named:
+            # Hop-by-hop by the upstream's own say (RFC 9110 7.6.1): not for the client.
+            tokens = b",".join(named).decode("latin-1").lower().split(",")
+            dropped = dropped | {token.strip() for token in tokens}
         response_headers = [
             (name.lower(), value)
             for name, value in response.raw_headers
-            if name.lower().decode("latin-1") not in _RESPONSE_DROP
+            if name.lower().decode("latin-1") not in dropped
             # A 304's Content-Length describes the body it does not send; forwarded, the
             # server would wait for those bytes and fail the response.
             and not (bodiless and name.lower() == b"content-length")
@@ -725,7 +782,7 @@ class AwsEndpoint:
                 {"type": "http.response.start", "status": status, "headers": response_headers}
             )
             call.status = status
-            await self._stream_body(call, response, receive, send)
+            await self._stream_body(call, response, receive, send, first)
         except _ClientGone:
             self._ended_early(call, response, "the client left mid-response")
         except _GrantEnded as ended:
@@ -746,7 +803,9 @@ class AwsEndpoint:
         response: Response,
         receive: Receive,
         send: Send,
+        first: bytes = b"",
     ) -> None:
+        """Relay the answer's body, starting with ``first`` when _relay has read it already."""
         left = response.content_length
         gone: asyncio.Task[None] | None = None
         body_done = call.body_read or not _may_have_body(call.headers)
@@ -765,7 +824,8 @@ class AwsEndpoint:
             await watch.send(send, message, task, CLIENT_STALL_SECONDS)
 
         try:
-            while chunk := await response.read(STREAM_CHUNK):
+            while chunk := first or await response.read(STREAM_CHUNK):
+                first = b""
                 if gone is not None and gone.done():
                     raise _ClientGone
                 try:
@@ -849,6 +909,59 @@ async def _disconnected(receive: Receive) -> None:
     """Returns when the client has closed its connection (its request body was all read)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class _Withheld(Exception):
+    """The upstream's answer quoted jitgate's signing material: the agent gets ``error``."""
+
+    def __init__(self, error: AwsError, why: str) -> None:
+        super().__init__(why)
+        self.error = error
+        self.why = why
+
+
+def _withheld(call: Call, response: Response, body: bytes) -> _Withheld:
+    code = _error_code(response, body) or str(response.status)
+    log.warning(
+        "call %s: AWS refused jitgate's own signed request (%s, request id %s); its answer "
+        "quoted jitgate's credentials and was not passed on",
+        call.request_id,
+        code,
+        call.upstream_request_id,
+    )
+    why = (
+        f"AWS refused the request jitgate signed for this call ({response.status} {code}); its "
+        "answer quoted jitgate's own signing material and was not passed on"
+    )
+    return _Withheld(AwsError("BadGateway", why), why)
+
+
+_XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.:_-]{1,128})</Code>")
+_JSON_TYPE = re.compile(rb'"__type"\s*:\s*"(?:[^"#]*#)?([A-Za-z0-9.:_-]{1,128})"')
+
+
+def _error_code(response: Response, body: bytes) -> str | None:
+    """The AWS error code of an error answer: XML's <Code>, JSON's __type or the header."""
+    found = _XML_CODE.search(body) or _JSON_TYPE.search(body)
+    if found:
+        return found.group(1).decode()
+    header = response.header("x-amzn-errortype")
+    return header.split(":", 1)[0][:128] if header else None
+
+
+def quotes_any(body: bytes, secrets_sent: tuple[str, ...]) -> bool:
+    """Whether ``body`` contains any of ``secrets_sent`` (empty strings never match)."""
+    return any(secret and secret.encode() in body for secret in secrets_sent)
+
+
+async def _read_at_most(response: Response, limit: int) -> bytes:
+    """The body, read until it ends or more than ``limit`` bytes have come."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit and (piece := await response.read(limit + 1 - size)):
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
 
 
 class _GrantEnded(Exception):
