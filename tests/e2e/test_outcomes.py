@@ -295,6 +295,18 @@ def test_an_allowed_event_that_could_not_be_synced_records_that_nothing_was_forw
     assert "not forwarded" in data["error"]
     assert upstream.wait(1, timeout=0.3) == []
 
+    # The disk answers again, but what failed to reach it is lost: nothing written since can be
+    # claimed durable (found in review), so the next call is refused too, and its refusal is
+    # still recorded (found in review: a call refused for want of a log left no trace).
+    target, headers = signed_get(stack, grant.creds)
+    again = raw_request(port_of(stack), "GET", target, headers)
+    assert again.status == 503
+    assert b"restart jitgate" in again.body
+    denied = stack.denial(again.headers["x-amz-request-id"])
+    assert denied.grant_id == grant.id
+    assert denied.data["code"] == "ServiceUnavailable"
+    assert upstream.wait(1, timeout=0.3) == []
+
 
 def test_a_call_still_running_when_jitgate_stops_records_its_outcome(make_stack) -> None:  # type: ignore[no-untyped-def]
     release = threading.Event()

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -535,3 +536,128 @@ def test_without_a_write_ahead_log_the_database_file_itself_is_synced(core: Jitg
     finally:
         os.fdatasync = real
     assert synced == [os.stat(database).st_ino]
+
+
+def test_after_a_failed_fsync_nothing_is_claimed_durable_again(core: Jitgate) -> None:
+    """Found in review: the first failed fsync failed its waiters, but the next call was told
+    its event was on disk. On Linux a failed fsync marks the lost pages clean, so the next one
+    succeeds without them, and SQLite's recovery drops every commit after the first bad frame."""
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync")
+    real_fsync = writer._fsync_wal
+    failures = iter([OSError(5, "Input/output error")])
+
+    def fails_once() -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real_fsync()
+
+    writer._fsync_wal = fails_once  # type: ignore[method-assign]
+
+    async def scenario() -> list[BaseException]:
+        caught: list[BaseException] = []
+        for _ in range(3):
+            try:
+                await writer.record(NewEvent("call.allowed", "agent:a"))
+            except AuditUnavailable as exc:
+                caught.append(exc)
+        writer.record_nowait(NewEvent("call.denied", "agent:a"))  # refusals still recorded
+        return caught
+
+    caught = run_with(writer, scenario)
+    assert [type(exc) for exc in caught] == [AuditNotDurable, AuditUnavailable, AuditUnavailable]
+    assert "restart jitgate" in caught[1].message
+    assert writer.broken is not None
+    assert [e.type for e in core.audit.events(limit=10)] == ["call.allowed", "call.denied"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_under_the_writer_fails_its_sync(
+    core: Jitgate, how: str
+) -> None:
+    """Found in review: with only the database file unlinked (its -wal and -shm left), calls
+    were forwarded while their events went to a file nobody could open again."""
+    sqlite_only(core)
+    database = core.db.engine.url.database
+    assert database is not None
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync")
+
+    async def scenario() -> BaseException | None:
+        await writer.record(NewEvent("call.allowed", "agent:a"))  # a sound sync first
+        os.rename(database, database + ".moved")
+        if how == "replaced":
+            Path(database).write_bytes(b"")
+        try:
+            await writer.record(NewEvent("call.allowed", "agent:b"))
+        except AuditNotDurable as exc:
+            return exc
+        return None
+
+    try:
+        assert isinstance(run_with(writer, scenario), AuditNotDurable)
+    finally:
+        os.replace(database + ".moved", database)
+    assert writer.broken is not None
+
+
+def test_a_waiter_is_answered_when_the_disk_hangs(core: Jitgate) -> None:
+    """Found in review: a hung fsync left every call hanging with no answer."""
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync", wait_seconds=0.2)
+    release = threading.Event()
+    real_fsync = writer._fsync_wal
+
+    def hung_disk() -> None:
+        release.wait(10)
+        real_fsync()
+
+    writer._fsync_wal = hung_disk  # type: ignore[method-assign]
+
+    async def scenario() -> BaseException | None:
+        try:
+            await writer.record(NewEvent("call.allowed", "agent:a"))
+        except AuditNotDurable as exc:
+            return exc
+        finally:
+            release.set()
+        return None
+
+    answered = run_with(writer, scenario)
+    assert isinstance(answered, AuditNotDurable)
+    assert "did not confirm the write within 0.2 s" in answered.message
+    assert writer.broken is None  # slow, not failed: later calls go on
+
+
+def test_a_waiter_is_answered_while_another_session_holds_the_chain(core: Jitgate) -> None:
+    """Found in review (PostgreSQL): another session holding the chain head's row lock left
+    every call hanging. The same holds for SQLite's write lock past the wait."""
+    writer: AuditWriter
+    if core.db.dialect == "sqlite":
+        database = core.db.engine.url.database
+        assert database is not None
+        holder: Any = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        writer = LoopAuditWriter(core.db, core.clock, wait_seconds=0.3)
+    else:
+        holder = core.db.engine.connect()
+        holder.begin()
+        holder.execute(text("SELECT * FROM audit_head FOR UPDATE"))
+        writer = AuditBatcher(core.db, core.clock, wait_seconds=0.3)
+
+    async def scenario() -> BaseException | None:
+        try:
+            await writer.record(NewEvent("call.allowed", "agent:a"))
+        except AuditNotDurable as exc:
+            return exc
+        finally:
+            if core.db.dialect == "sqlite":
+                holder.execute("COMMIT")
+            else:
+                holder.rollback()
+        return None
+
+    try:
+        assert isinstance(run_with(writer, scenario), AuditNotDurable)
+    finally:
+        holder.close()

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 
 from jitgate.audit.log import NewEvent, append_driver
 from jitgate.clock import Clock
+from jitgate.errors import AuditNotDurable
 from jitgate.store.db import Database
 from jitgate.store.driver import SQLITE, DedicatedConnection, DriverTxn
 
@@ -47,6 +48,26 @@ UNAVAILABLE = "the audit log cannot be written; nothing was forwarded"
 NOT_DURABLE = "the audit log could not be synced to disk; nothing was forwarded"
 NOT_RUNNING = "the audit writer is not running; nothing was forwarded"
 STOPPED = "the audit writer stopped before this call could go on; nothing was forwarded"
+BROKEN = (
+    "an earlier fsync of the audit log failed, so nothing written since can be known to reach "
+    "the disk; nothing was forwarded (restart jitgate once the disk is sound)"
+)
+
+# The longest a call waits for its event to be written (and synced) before it is answered 503:
+# a hung disk or a lock held elsewhere must not hang every call. The event may still be written
+# later, so the waiter is told it is not durable and records that it forwarded nothing.
+WAIT_SECONDS = 10.0
+
+
+def too_slow(seconds: float) -> str:
+    return f"the audit log did not confirm the write within {seconds:g} s; nothing was forwarded"
+
+
+def expire(future: asyncio.Future[int], seconds: float) -> None:
+    """Answer a waiter whose event was not confirmed in time (see WAIT_SECONDS)."""
+    if not future.done():
+        future.set_exception(AuditNotDurable(too_slow(seconds)))
+
 
 # Events nobody waits for (call outcomes) are not lost to a failed write: they are tried again
 # in batches of their own (so one that cannot be written never fails a waiter's batch), after

@@ -16,17 +16,20 @@ import threading
 from pathlib import Path
 
 from jitgate.audit.batcher import (
+    BROKEN,
     DURABILITIES,
     NOT_DURABLE,
     NOT_RUNNING,
     RETRY_FIRST_SECONDS,
     STOPPED,
     UNAVAILABLE,
+    WAIT_SECONDS,
     Durability,
     Guard,
     Item,
     deliver,
     deliver_all,
+    expire,
     log_given_up,
     log_refused_after_stop,
     retry_delay,
@@ -55,6 +58,7 @@ class LoopAuditWriter:
         linger_seconds: float = 0.005,
         os_sync_seconds: float = 0.05,
         retry_seconds: float = RETRY_FIRST_SECONDS,
+        wait_seconds: float = WAIT_SECONDS,
     ) -> None:
         if db.dialect != SQLITE:
             raise ValueError("LoopAuditWriter writes SQLite only (AuditBatcher for the rest)")
@@ -67,6 +71,7 @@ class LoopAuditWriter:
         self.linger_seconds = linger_seconds  # how long outcomes wait for company
         self.os_sync_seconds = os_sync_seconds  # "os": the longest a commit waits for the disk
         self.retry_seconds = retry_seconds  # first wait before an unawaited event is retried
+        self.wait_seconds = wait_seconds  # the longest a waiter waits (then: not durable)
         self.given_up = 0  # unawaited events dropped after every retry failed
         self.batches = 0
         self.written = 0
@@ -103,6 +108,11 @@ class LoopAuditWriter:
         self._sync_timer: asyncio.TimerHandle | None = None
         self._wal_fd: int | None = None
         self._wal_path: Path | None = None
+        self._database_inode: int | None = None  # the file the connections write, at start
+        # Set once an fsync fails: on Linux the pages that failed are marked clean, so a later
+        # fsync "succeeds" without them, and SQLite's recovery stops at the first bad frame,
+        # losing every later commit too. Nothing written after that is claimed durable again.
+        self.broken: str | None = None
         self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
         self._syncer: threading.Thread | None = None
         self._stopped = False
@@ -110,6 +120,9 @@ class LoopAuditWriter:
 
     # lifecycle
     def start(self) -> None:
+        if self._database_inode is None:
+            with contextlib.suppress(OSError, RuntimeError):  # checked at each sync when known
+                self._database_inode = os.stat(self._database()).st_ino
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="audit-wait"
@@ -199,9 +212,15 @@ class LoopAuditWriter:
         with self._accepting:  # stop() in another thread takes _pending after it refuses
             if self._stopped or self._sync_requests is None:
                 raise AuditUnavailable(NOT_RUNNING)
+            if self.broken is not None:
+                raise AuditUnavailable(self.broken)
             self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
-        return await future
+        deadline = loop.call_later(self.wait_seconds, expire, future, self.wait_seconds)
+        try:
+            return await future
+        finally:
+            deadline.cancel()
 
     def record_nowait(self, event: NewEvent) -> None:
         with self._accepting:
@@ -376,7 +395,12 @@ class LoopAuditWriter:
         self._syncing = False
         if error is not None:
             self.failures += 1
-            log.error("audit log fsync failed: %s", error)
+            if self.broken is None:
+                log.critical(
+                    "audit log fsync failed: %s; calls are refused until jitgate restarts", error
+                )
+            self.broken = BROKEN
+        if self.broken is not None:
             # Committed, so the events are in the log, but a crash could still lose them: the
             # waiters are told so (the gateway then records that it did not forward).
             deliver_all([(future, AuditNotDurable(NOT_DURABLE)) for future, _ in waiting])
@@ -393,14 +417,19 @@ class LoopAuditWriter:
 
         fsync covers the file whichever descriptor it is called on, so a descriptor of our own
         flushes what the writer's connection wrote. The log is reopened if it was replaced.
+        Fails if the database file was deleted or replaced under the writer, whose connections
+        would go on writing a file no one can open again.
         """
+        database = self._database()
+        if self._database_inode is not None and os.stat(database).st_ino != self._database_inode:
+            raise OSError(f"the audit database {database} was replaced while jitgate wrote it")
         path = self._wal()
         if not path.exists():  # not in WAL mode after all: the commits went to the file itself
-            database = os.open(self._database(), os.O_RDONLY)
+            descriptor = os.open(database, os.O_RDONLY)
             try:
-                os.fdatasync(database)
+                os.fdatasync(descriptor)
             finally:
-                os.close(database)
+                os.close(descriptor)
             return
         if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != path.stat().st_ino:
             os.close(self._wal_fd)

@@ -16,9 +16,11 @@ from jitgate.audit.batcher import (
     NOT_RUNNING,
     RETRY_FIRST_SECONDS,
     UNAVAILABLE,
+    WAIT_SECONDS,
     Guard,
     Item,
     deliver_all,
+    expire,
     log_given_up,
     log_refused_after_stop,
     retry_delay,
@@ -50,8 +52,10 @@ class AuditBatcher:
         max_batch: int = 512,
         linger_seconds: float = 0.005,
         retry_seconds: float = RETRY_FIRST_SECONDS,
+        wait_seconds: float = WAIT_SECONDS,
     ) -> None:
         self.db = db
+        self.wait_seconds = wait_seconds  # the longest a waiter waits (then: not durable)
         self.clock = clock
         self.max_batch = max_batch
         self.linger_seconds = linger_seconds  # how long outcomes wait for company
@@ -95,7 +99,11 @@ class AuditBatcher:
             if self._stopped:
                 raise AuditUnavailable(NOT_RUNNING)
             self._queue.put(_Queued(Item(event, future, guard), loop))
-        return await future
+        deadline = loop.call_later(self.wait_seconds, expire, future, self.wait_seconds)
+        try:
+            return await future
+        finally:
+            deadline.cancel()
 
     def record_nowait(self, event: NewEvent) -> None:
         with self._accepting:

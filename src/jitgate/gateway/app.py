@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from jitgate.audit.batcher import AuditWriter
+from jitgate.audit.batcher import NOT_DURABLE, AuditWriter
 from jitgate.audit.flood import FailureRecorder, FailureThrottle
 from jitgate.audit.log import NewEvent
 from jitgate.awsapi import sigv4
@@ -278,7 +278,12 @@ class AwsEndpoint:
         except AwsError as error:
             await self._deny(call, error, send)
         except AuditUnavailable as exc:
-            await self._send_error(call, AwsError("ServiceUnavailable", exc.message), send)
+            error = AwsError("ServiceUnavailable", exc.message)
+            if not call.outcome_recorded:
+                # Nothing of this call is in the log: its refusal is written once the log
+                # can be written again (retried like an outcome), so it leaves a trace.
+                self.batcher.record_nowait(self._denied_event(call, error))
+            await self._send_error(call, error, send)
         except asyncio.CancelledError:
             # jitgate is stopping (or the server gave up on the call): the allowed call still
             # gets its outcome, written before the audit writer stops.
@@ -491,9 +496,11 @@ class AwsEndpoint:
                 ),
                 guard=still_live,
             )
-        except AuditNotDurable:
-            # In the log, but not on disk: the call is not forwarded, and the log says so.
-            self._record_outcome(call, 503, error="not forwarded: the audit log was not synced")
+        except AuditNotDurable as exc:
+            # In the log (or about to be), but not known to be on disk: the call is not
+            # forwarded, and the log says so.
+            why = "the audit log was not synced" if exc.message == NOT_DURABLE else exc.message
+            self._record_outcome(call, 503, error=f"not forwarded: {why}")
             raise
         call.allowed = True
 
@@ -538,10 +545,19 @@ class AwsEndpoint:
         ):
             await self._send_error(call, error, send)
             return
+        event = self._denied_event(call, error)
+        try:
+            await self.batcher.record(event)
+        except AuditUnavailable as exc:
+            self.batcher.record_nowait(event)  # written once the log can be written again
+            error = AwsError("ServiceUnavailable", exc.message)
+        await self._send_error(call, error, send)
+
+    def _denied_event(self, call: Call, error: AwsError) -> NewEvent:
         grant = call.grant
         data = call.event_data()
         data.update(code=error.code, message=error.message, source=call.client)
-        event = NewEvent(
+        return NewEvent(
             "call.denied",
             # Only a valid signature proves who called: a real key id with a wrong signature
             # names the grant it claimed (agent, grant_id) but not as the actor.
@@ -550,11 +566,6 @@ class AwsEndpoint:
             grant_id=grant.id if grant else None,
             data=data,
         )
-        try:
-            await self.batcher.record(event)
-        except AuditUnavailable as exc:
-            error = AwsError("ServiceUnavailable", exc.message)
-        await self._send_error(call, error, send)
 
     async def _send_error(self, call: Call, error: AwsError, send: Send) -> None:
         protocol = protocol_for(call.service or _guess_service(call), call.headers)

@@ -59,9 +59,16 @@ class DriverTxn:
     grant's liveness, say) reads it once.
     """
 
-    def __init__(self, cursor: Any, dialect: str, memo: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        dialect: str,
+        memo: dict[Any, Any] | None = None,
+        connection: Any = None,
+    ) -> None:
         self.cursor = cursor
         self.dialect = dialect
+        self.connection = connection  # the DBAPI connection it began on (commit goes there)
         self.memo: dict[Any, Any] = {} if memo is None else memo
         self._sql: dict[str, str] = {}
 
@@ -144,29 +151,30 @@ class DedicatedConnection:
                     (version,) = cursor.execute("PRAGMA data_version").fetchone()
                     if version != self._data_version:
                         self._memo, self._data_version = {}, version
-                    return DriverTxn(cursor, self.dialect, self._memo)
+                    return DriverTxn(cursor, self.dialect, self._memo, connection=raw)
             except BaseException:
                 # Closed now, not whenever the traceback holding it is freed: freeing a cursor
                 # takes its connection's mutex, which may by then be held by another thread.
                 cursor.close()
                 raise
-        return DriverTxn(cursor, self.dialect)
+        return DriverTxn(cursor, self.dialect, connection=raw)
 
     def commit(self, txn: DriverTxn) -> None:
         if self.dialect == SQLITE:
             txn.cursor.execute("COMMIT")
         else:
-            self.raw().commit()
+            # The connection the transaction began on: never one opened since (by raw()).
+            txn.connection.commit()
         txn.cursor.close()
 
     def rollback(self, txn: DriverTxn) -> None:
         self._memo, self._data_version = {}, None  # it may hold what was rolled back
         try:
             if self.dialect == SQLITE:
-                if self.raw().driver_connection.in_transaction:
+                if txn.connection.driver_connection.in_transaction:
                     txn.cursor.execute("ROLLBACK")
             else:
-                self.raw().rollback()
+                txn.connection.rollback()
             txn.cursor.close()
         except Exception:  # noqa: BLE001 - a connection that cannot roll back is replaced
             self.drop()
