@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jitgate.errors import InvalidRequest
+from jitgate.gateway.roles import parse_roles
 from jitgate.policy.durations import parse_duration
 from jitgate.store.db import sqlite_url
 
@@ -47,6 +48,11 @@ file = "policy.cedar"
 region = "us-east-1"
 # account_id = "123456789012"          # the account ARNs default to (found via STS if unset)
 # upstream_endpoint = "https://..."    # only for sandboxes and tests; agents never choose it
+
+# [aws.roles]   # sign calls into an account as a role, with the agent as source identity
+# "123456789012" = "arn:aws:iam::123456789012:role/jitgate-agents"
+# (the role trusts jitgate's own identity for sts:AssumeRole and sts:SetSourceIdentity;
+#  CloudTrail then names the agent; see docs/decisions.md, D15)
 
 [audit]   # signed checkpoints and write-once copies (docs/audit-integrity.md)
 # When a call may go upstream (docs/decisions.md, D9): "fsync" once its "allowed" event is on
@@ -93,6 +99,7 @@ class Settings:
     aws_region: str = "us-east-1"
     aws_account_id: str | None = None
     upstream_endpoint: str | None = None
+    aws_roles: dict[str, str] = field(default_factory=dict)  # account id -> role ARN
     audit_durability: str = "fsync"
     failures_per_source: int = 20  # a minute, written one by one (audit/flood.py)
     failures_overall: int = 200
@@ -141,6 +148,10 @@ def load_settings(home: Path | None = None) -> Settings:
                 f"{config_path}: [audit] {name} must be a whole number of at least 1, not {value!r}"
             )
         failure_limits.append(value)
+    try:
+        roles = parse_roles(aws.get("roles", {}))
+    except ValueError as exc:
+        raise InvalidRequest(f"{config_path}: {exc}") from None
     sensitive = grants.get("sensitive_arns", [])
     if not isinstance(sensitive, list) or not all(isinstance(s, str) for s in sensitive):
         raise InvalidRequest(f"{config_path}: [grants] sensitive_arns must be a list of strings")
@@ -156,6 +167,7 @@ def load_settings(home: Path | None = None) -> Settings:
         aws_region=str(aws.get("region", "us-east-1")),
         aws_account_id=aws.get("account_id"),
         upstream_endpoint=aws.get("upstream_endpoint"),
+        aws_roles=roles,
         audit_durability=durability,
         failures_per_source=failure_limits[0],
         failures_overall=failure_limits[1],

@@ -27,7 +27,8 @@ from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
-from jitgate.gateway.upstream import Upstream
+from jitgate.gateway.roles import RoleSessions
+from jitgate.gateway.upstream import Upstream, sts_assume_role
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,9 +74,16 @@ def build_aws_endpoint(
     credentials: BotoCredentials | None = None,
     account_id: str | None = None,
     failures: FailureThrottle | None = None,
+    roles: dict[str, str] | None = None,
 ) -> AwsEndpoint:
+    """The AWS endpoint as ``jitgate serve`` runs it; keyword arguments override settings."""
     settings = core.settings
     endpoint = upstream_endpoint or settings.upstream_endpoint
+    roles = settings.aws_roles if roles is None else roles
+    sessions = None
+    if roles:
+        assume = sts_assume_role(credentials, settings.aws_region, endpoint)
+        sessions = RoleSessions(assume, core.clock)
     account = (
         account_id
         or settings.aws_account_id
@@ -85,7 +93,12 @@ def build_aws_endpoint(
         lookup=GrantLookup(core.db),
         master_key=core.master_key,
         batcher=audit_writer_for(core.db, core.clock, settings.audit_durability),
-        upstream=Upstream(endpoint_override=endpoint, credentials=credentials),
+        upstream=Upstream(
+            endpoint_override=endpoint,
+            credentials=credentials,
+            roles=roles,
+            role_sessions=sessions,
+        ),
         clock=core.clock,
         account_id=account,
         gateway_hosts=("localhost", settings.aws_listen[0]),

@@ -263,6 +263,7 @@ def start_stack(
     tls: tuple[Path, Path] | None = None,
     failures: FailureThrottle | None = None,
     shutdown_grace: float = 2.0,
+    roles: dict[str, str] | None = None,
 ) -> Stack:
     """A running jitgate over a fresh ``home``; ``tls`` = (certificate, key) for the AWS
     endpoint."""
@@ -283,6 +284,7 @@ def start_stack(
         credentials=credentials or moto.credentials,
         account_id=ACCOUNT_ID,
         failures=failures,
+        roles=roles,
     )
     control, aws = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
     cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)

@@ -39,8 +39,9 @@ from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
+from jitgate.gateway.roles import MixedAccounts, target_account
 from jitgate.gateway.stall import ClientStalled, StallWatch
-from jitgate.gateway.upstream import Destination, Upstream
+from jitgate.gateway.upstream import Destination, SigningIdentity, Upstream
 from jitgate.grants.credentials import MasterKey
 from jitgate.grants.service import consume_one_call
 from jitgate.store.driver import DriverTxn
@@ -138,6 +139,8 @@ class Call:
     upstream_request_id: str | None = None  # the id AWS gave the call, once it answered
     signed_with: tuple[str, ...] = ()  # jitgate's key id, token and signature sent upstream
     checked_at: datetime | None = None  # when the grant was last found live (call.allowed)
+    role: str | None = None  # the role jitgate signs this call as ([aws.roles]), if any
+    signer: SigningIdentity | None = None  # that role's session (None: jitgate's own identity)
     liveness: StreamLiveness | None = None  # re-checks the grant while the call streams
 
     def event_data(self) -> dict[str, Any]:
@@ -157,6 +160,8 @@ class Call:
             data["operation"] = self.operation.name
         if self.access:
             data["access"] = [{"action": a.action, "arn": a.arn} for a in self.access]
+        if self.role:
+            data["role"] = self.role  # what AWS's own record (CloudTrail) names, with the agent
         return data
 
 
@@ -463,6 +468,8 @@ class AwsEndpoint:
             except sigv4.SigV4Error as exc:
                 raise AwsError(exc.code, exc.message) from None
 
+        if self.upstream.roles and not _answered_locally(operation):
+            await self._sign_as_role(call, grant.agent)
         data = call.event_data()
 
         def still_live(txn: DriverTxn) -> None:
@@ -508,6 +515,28 @@ class AwsEndpoint:
             await self._caller_identity(call, send)
             return
         await self._forward(call, destination, request, info, body, decoder, receive, send)
+
+    async def _sign_as_role(self, call: Call, agent: str) -> None:
+        """Sign as the role configured for the call's target account, if there is one; its
+        session is assumed (once per agent and hour) before the call is recorded as allowed,
+        so a role jitgate cannot assume refuses the call instead of failing it."""
+        try:
+            account = target_account(call.access, self.account_id)
+        except MixedAccounts as exc:
+            raise AwsError("InvalidRequest", str(exc)) from None
+        role = self.upstream.roles.get(account)
+        if role is None:
+            return  # jitgate's own identity, as without [aws.roles]
+        try:
+            call.signer = await self.upstream.role_identity(role, agent)
+        except Exception as exc:  # noqa: BLE001 - STS's reason goes to the operator's log
+            log.error("could not assume %s for agent %s: %s", role, agent, exc)
+            raise AwsError(
+                "ServiceUnavailable",
+                f"jitgate could not assume its role for account {account}; nothing was "
+                "forwarded (jitgate's log says why)",
+            ) from None
+        call.role = role
 
     async def _read_body(self, call: Call, receive: Receive) -> bytes:
         def take(size: int) -> None:
@@ -695,7 +724,7 @@ class AwsEndpoint:
             if data is None:
                 out["content-length"] = "0"
         out["host"] = destination.host
-        identity = self.upstream.identity()
+        identity = call.signer or self.upstream.identity()
         signed = sigv4.sign_headers(
             method=call.method,
             raw_path=destination.base_path + raw_path,

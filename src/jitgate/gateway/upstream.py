@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -17,6 +19,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.gateway.http_client import HttpClient, Origin
 from jitgate.gateway.proxy import ProxySettings
+from jitgate.gateway.roles import AssumeRole, RoleSessions, SessionCredentials
 
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
 # How long an upload that asked for "100 Continue" waits for it before sending its body anyway,
@@ -50,7 +53,11 @@ class Upstream:
         credentials: BotoCredentials | None = None,
         pool_size: int = 256,
         pool_wait_seconds: float = 30.0,
+        roles: dict[str, str] | None = None,
+        role_sessions: RoleSessions | None = None,
     ) -> None:
+        """``roles``: {account id: role ARN} to sign as per target account (gateway/roles.py);
+        ``role_sessions`` assumes them (built from jitgate's own identity when not given)."""
         self._override: Destination | None = None
         if endpoint_override:
             parts = urlsplit(endpoint_override)
@@ -64,6 +71,8 @@ class Upstream:
                 ) from None
             self._override = Destination(parts.netloc, parts.path.rstrip("/"), origin)
         self._credentials = credentials or botocore.session.get_session().get_credentials()
+        self.roles = dict(roles or {})
+        self._role_sessions = role_sessions
         self._pool_size = pool_size
         self._pool_wait_seconds = pool_wait_seconds
         self.client: HttpClient | None = None
@@ -101,6 +110,13 @@ class Upstream:
         host = f"{service}.{region}.{suffix}"
         return Destination(host, "", Origin("https", host, 443))
 
+    async def role_identity(self, role: str, agent: str) -> SigningIdentity:
+        """A session of ``role`` for ``agent`` (assumed by jitgate's own identity)."""
+        if self._role_sessions is None:
+            raise RuntimeError("no role sessions: Upstream was built without roles")
+        session = await self._role_sessions.session(role, agent)
+        return SigningIdentity(session.access_key, session.secret_key, session.token)
+
     def identity(self) -> SigningIdentity:
         if self._credentials is None:
             raise RuntimeError(
@@ -108,6 +124,38 @@ class Upstream:
             )
         frozen = self._credentials.get_frozen_credentials()
         return SigningIdentity(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def sts_assume_role(
+    credentials: BotoCredentials | None, region: str, endpoint_override: str | None
+) -> AssumeRole:
+    """AssumeRole through botocore, signed by jitgate's own identity (blocking: RoleSessions
+    runs it in a worker thread). The STS endpoint is the region's, or the override's."""
+
+    def assume(role: str, name: str, source: str, seconds: int) -> SessionCredentials:
+        options: dict[str, Any] = {"region_name": region}
+        if endpoint_override:
+            options["endpoint_url"] = endpoint_override
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options.update(
+                aws_access_key_id=frozen.access_key,
+                aws_secret_access_key=frozen.secret_key,
+                aws_session_token=frozen.token,
+            )
+        # A session of its own: botocore sessions are not safe to share between threads.
+        sts = botocore.session.Session().create_client("sts", **options)
+        answer = sts.assume_role(
+            RoleArn=role, RoleSessionName=name, SourceIdentity=source, DurationSeconds=seconds
+        )["Credentials"]
+        return SessionCredentials(
+            answer["AccessKeyId"],
+            answer["SecretAccessKey"],
+            answer["SessionToken"],
+            answer["Expiration"].astimezone(UTC),
+        )
+
+    return assume
 
 
 def ca_bundle() -> str | None:

@@ -1,0 +1,142 @@
+"""Signing as a role per target account, with the agent's name as the session's source identity.
+
+jitgate signs every call it forwards with its own identity (the botocore credential chain). An
+operator can instead name, per AWS account, a role for jitgate to assume (``[aws.roles]``).
+A call into that account is then signed with that role's session, assumed with
+``SourceIdentity`` = the agent's name and a session name that carries it, so that AWS's own
+record (CloudTrail) names the agent as well as jitgate, and the role's policy bounds what any
+grant can reach in that account.
+
+The target account of a call is the one its resource ARNs name (the grant already covers
+them); calls that name none (S3 ARNs carry no account, ``*``) go to jitgate's default account.
+A call whose ARNs name two accounts cannot be signed by one role and is refused.
+
+Sessions are kept per (role, agent) and renewed before they expire; two calls that need the
+same missing session share one AssumeRole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jitgate.awsapi.types import Access
+from jitgate.clock import Clock
+
+ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}")
+ACCOUNT_ID = re.compile(r"\d{12}")
+SESSION_SECONDS = 3600  # asked for each session (a role's default maximum)
+RENEW_BEFORE = timedelta(minutes=5)  # a session this close to its end is replaced first
+
+
+@dataclass(frozen=True)
+class SessionCredentials:
+    access_key: str
+    secret_key: str
+    token: str
+    expires_at: datetime
+
+
+# (role ARN, session name, source identity, seconds) -> the session's credentials; blocking.
+AssumeRole = Callable[[str, str, str, int], SessionCredentials]
+
+
+class MixedAccounts(ValueError):
+    """A call whose resources lie in more than one account."""
+
+
+def parse_roles(table: object, where: str = "[aws.roles]") -> dict[str, str]:
+    """``{account id: role ARN}`` from the config table, each role in the account it is for."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of account id = role ARN")
+    roles: dict[str, str] = {}
+    for account, role in table.items():
+        if not ACCOUNT_ID.fullmatch(str(account)):
+            raise ValueError(f"{where}: {account!r} is not a 12-digit AWS account id")
+        matched = ROLE_ARN.fullmatch(role) if isinstance(role, str) else None
+        if matched is None:
+            raise ValueError(f"{where}: {role!r} (for {account}) is not an IAM role ARN")
+        if matched.group(1) != account:
+            raise ValueError(f"{where}: the role for {account} is in account {matched.group(1)}")
+        roles[str(account)] = role
+    return roles
+
+
+def target_account(access: Iterable[Access], default: str) -> str:
+    """The one account the ARNs of ``access`` name, or ``default`` if they name none."""
+    accounts = set()
+    for item in access:
+        parts = item.arn.split(":", 5)
+        if len(parts) == 6 and ACCOUNT_ID.fullmatch(parts[4]):
+            accounts.add(parts[4])
+    if len(accounts) > 1:
+        raise MixedAccounts(
+            f"the call touches resources in several AWS accounts ({', '.join(sorted(accounts))})"
+            "; jitgate signs each call as one account's role"
+        )
+    return accounts.pop() if accounts else default
+
+
+def session_name(agent: str) -> str:
+    """The role session's name: shows in the assumed-role ARN AWS logs (2-64 characters)."""
+    return f"jitgate.{agent}"[:64]
+
+
+def source_identity(agent: str) -> str:
+    """The agent's name, as AWS wants a source identity (at least 2 characters)."""
+    return agent if len(agent) >= 2 else f"{agent}@jitgate"
+
+
+class RoleSessions:
+    """Role sessions per (role, agent), assumed in a worker thread and kept until near expiry."""
+
+    def __init__(
+        self,
+        assume: AssumeRole,
+        clock: Clock,
+        run: Callable[..., Awaitable[SessionCredentials]] | None = None,
+    ) -> None:
+        self._assume = assume
+        self._clock = clock
+        self._run = run or asyncio.to_thread
+        self._sessions: dict[tuple[str, str], SessionCredentials] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[SessionCredentials]] = {}
+
+    def cached(self, role: str, agent: str) -> SessionCredentials | None:
+        """The kept session if it has more than RENEW_BEFORE left (no I/O)."""
+        session = self._sessions.get((role, agent))
+        if session is not None and self._clock.now() + RENEW_BEFORE < session.expires_at:
+            return session
+        return None
+
+    async def session(self, role: str, agent: str) -> SessionCredentials:
+        """A live session of ``role`` for ``agent``: kept, or assumed now (raises what STS
+        raised when it cannot be)."""
+        session = self.cached(role, agent)
+        if session is not None:
+            return session
+        key = (role, agent)
+        fetching = self._pending.get(key)
+        if fetching is None:
+            # A task of its own: a caller that gives up (its client left) stops no one else.
+            fetching = self._pending[key] = asyncio.ensure_future(self._fetch(key))
+            fetching.add_done_callback(self._fetched)
+        return await asyncio.shield(fetching)
+
+    async def _fetch(self, key: tuple[str, str]) -> SessionCredentials:
+        role, agent = key
+        session = await self._run(
+            self._assume, role, session_name(agent), source_identity(agent), SESSION_SECONDS
+        )
+        self._sessions[key] = session
+        return session
+
+    def _fetched(self, task: asyncio.Future[SessionCredentials]) -> None:
+        for key, pending in list(self._pending.items()):
+            if pending is task:
+                del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: whoever still waits gets it too

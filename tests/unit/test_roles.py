@@ -1,0 +1,154 @@
+"""Signing as a role per target account: which account a call targets, the [aws.roles] table,
+and how role sessions are kept, renewed and shared (gateway/roles.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from jitgate.awsapi.types import Access
+from jitgate.clock import FakeClock
+from jitgate.config import load_settings
+from jitgate.errors import InvalidRequest
+from jitgate.gateway.roles import (
+    RENEW_BEFORE,
+    MixedAccounts,
+    RoleSessions,
+    SessionCredentials,
+    parse_roles,
+    session_name,
+    source_identity,
+    target_account,
+)
+
+HOME = "111111111111"
+OTHER = "222222222222"
+ROLE = f"arn:aws:iam::{OTHER}:role/jitgate-agents"
+
+
+def test_the_target_account_is_the_one_the_arns_name() -> None:
+    table = Access("dynamodb:GetItem", f"arn:aws:dynamodb:us-east-1:{OTHER}:table/orders")
+    bucket = Access("s3:GetObject", "arn:aws:s3:::reports/q3.csv")  # S3 ARNs name no account
+    assert target_account([table], HOME) == OTHER
+    assert target_account([table, bucket], HOME) == OTHER
+    assert target_account([bucket], HOME) == HOME
+    assert target_account([Access("sts:GetCallerIdentity", "*")], HOME) == HOME
+    assert target_account([], HOME) == HOME
+
+
+def test_a_call_naming_two_accounts_has_no_single_target() -> None:
+    access = [
+        Access("sqs:SendMessage", f"arn:aws:sqs:us-east-1:{HOME}:jobs"),
+        Access("kms:GenerateDataKey", f"arn:aws:kms:us-east-1:{OTHER}:key/k"),
+    ]
+    with pytest.raises(MixedAccounts, match=f"{HOME}, {OTHER}"):
+        target_account(access, HOME)
+
+
+def test_the_roles_table_is_checked() -> None:
+    assert parse_roles({OTHER: ROLE}) == {OTHER: ROLE}
+    assert parse_roles({}) == {}
+    with pytest.raises(ValueError, match="12-digit"):
+        parse_roles({"2222": ROLE})
+    with pytest.raises(ValueError, match="not an IAM role ARN"):
+        parse_roles({OTHER: f"arn:aws:iam::{OTHER}:user/someone"})
+    with pytest.raises(ValueError, match=f"the role for {HOME} is in account {OTHER}"):
+        parse_roles({HOME: ROLE})
+    with pytest.raises(ValueError, match="must be a table"):
+        parse_roles(["not", "a", "table"])
+
+
+def test_the_roles_table_is_read_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "jitgate.toml").write_text(f'[aws.roles]\n"{OTHER}" = "{ROLE}"\n')
+    assert load_settings(tmp_path).aws_roles == {OTHER: ROLE}
+    (tmp_path / "jitgate.toml").write_text(f'[aws.roles]\n"{HOME}" = "{ROLE}"\n')
+    with pytest.raises(InvalidRequest, match="jitgate.toml: .*is in account"):
+        load_settings(tmp_path)
+
+
+def test_the_session_names_the_agent_as_aws_allows() -> None:
+    assert source_identity("reporter") == "reporter"
+    assert source_identity("r") == "r@jitgate"  # AWS wants at least two characters
+    assert session_name("reporter") == "jitgate.reporter"
+    assert len(session_name("a" * 64)) == 64
+
+
+class FakeSts:
+    """AssumeRole that hands out numbered sessions lasting an hour from the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, str, str, int]] = []
+        self.fail: Exception | None = None
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, role: str, name: str, source: str, seconds: int) -> SessionCredentials:
+        self.release.wait(5)
+        self.calls.append((role, name, source, seconds))
+        if self.fail is not None:
+            raise self.fail
+        n = len(self.calls)
+        expires = self.clock.now() + timedelta(seconds=seconds)
+        return SessionCredentials(f"ASIA{n}", f"secret{n}", f"token{n}", expires)
+
+
+def run(coroutine):  # type: ignore[no-untyped-def]
+    return asyncio.run(coroutine)
+
+
+def test_a_session_is_kept_per_role_and_agent_and_renewed_before_it_ends() -> None:
+    clock = FakeClock()
+    sts = FakeSts(clock)
+    sessions = RoleSessions(sts, clock)
+
+    async def scenario() -> list[str]:
+        keys = [(await sessions.session(ROLE, "reporter")).access_key]
+        keys.append((await sessions.session(ROLE, "reporter")).access_key)  # kept
+        keys.append((await sessions.session(ROLE, "auditor")).access_key)  # another agent
+        clock.advance(3600 - RENEW_BEFORE.total_seconds() - 1)
+        keys.append((await sessions.session(ROLE, "reporter")).access_key)  # still kept
+        clock.advance(2)
+        keys.append((await sessions.session(ROLE, "reporter")).access_key)  # renewed
+        return keys
+
+    assert run(scenario()) == ["ASIA1", "ASIA1", "ASIA2", "ASIA1", "ASIA3"]
+    assert sts.calls[0] == (ROLE, "jitgate.reporter", "reporter", 3600)
+    assert sts.calls[1][2] == "auditor"
+
+
+def test_calls_waiting_for_the_same_session_share_one_assume_role() -> None:
+    clock = FakeClock()
+    sts = FakeSts(clock)
+    sts.release.clear()
+    sessions = RoleSessions(sts, clock)
+
+    async def scenario() -> set[str]:
+        waiting = [asyncio.ensure_future(sessions.session(ROLE, "reporter")) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        waiting[0].cancel()  # one caller gives up: the others still get the session
+        sts.release.set()
+        done = await asyncio.gather(*waiting[1:])
+        return {session.access_key for session in done}
+
+    assert run(scenario()) == {"ASIA1"}
+    assert len(sts.calls) == 1
+
+
+def test_a_failed_assume_role_reaches_its_callers_and_is_not_kept() -> None:
+    clock = FakeClock()
+    sts = FakeSts(clock)
+    sts.fail = RuntimeError("AccessDenied: not trusted")
+    sessions = RoleSessions(sts, clock)
+
+    async def scenario() -> str:
+        with pytest.raises(RuntimeError, match="not trusted"):
+            await sessions.session(ROLE, "reporter")
+        sts.fail = None
+        return (await sessions.session(ROLE, "reporter")).access_key
+
+    assert run(scenario()) == "ASIA2"
