@@ -661,3 +661,48 @@ def test_a_waiter_is_answered_while_another_session_holds_the_chain(core: Jitgat
         assert isinstance(run_with(writer, scenario), AuditNotDurable)
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["it committed", "it did not"])
+def test_a_commit_whose_answer_is_lost_is_checked_against_the_chain(
+    core: Jitgate, committed: bool
+) -> None:
+    """Found in review (PostgreSQL): when the server committed and the connection died before
+    saying so, the waiter answered 503 with its call.allowed in the log and no outcome, and the
+    batch's outcomes were retried and written twice. The writer now reads the chain on a new
+    connection: a batch that landed is delivered as written, one that did not is retried."""
+    if core.db.dialect == "sqlite":
+        pytest.skip("SQLite commits locally: there is no answer to lose")
+    writer = AuditBatcher(core.db, core.clock, retry_seconds=0.01)
+    connection = writer._connection
+    real_commit = connection.commit
+    lost = iter([True])
+
+    def commit_then_lose_the_answer(txn: DriverTxn) -> None:
+        if next(lost, False):
+            if committed:
+                real_commit(txn)
+            raise ConnectionError("server closed the connection unexpectedly")
+        real_commit(txn)
+
+    connection.commit = commit_then_lose_the_answer  # type: ignore[method-assign]
+
+    async def scenario() -> int | BaseException:
+        writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": 1}))
+        try:
+            result: int | BaseException = await writer.record(NewEvent("call.allowed", "agent:b"))
+        except AuditUnavailable as exc:
+            result = exc
+        await until(lambda: core.audit.count() >= 1)
+        await asyncio.sleep(0.1)  # time for any (wrong) second copy
+        return result
+
+    result = run_with(writer, scenario)
+    types = [e.type for e in core.audit.events()]
+    if committed:
+        assert result == 2  # its seq: the call may go on
+        assert sorted(types) == ["call.allowed", "call.completed"]
+    else:
+        assert isinstance(result, AuditUnavailable)
+        assert types == ["call.completed"]  # retried once, written once
+    assert core.audit.verify().ok

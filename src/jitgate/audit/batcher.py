@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from jitgate.audit.log import NewEvent, append_driver
+from jitgate.audit.log import NewEvent, append_driver, written_head
 from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable
 from jitgate.store.db import Database
@@ -160,11 +160,29 @@ def write_batch(
             outcomes.append(0)
             accepted.append(item)
         seqs = iter(append_driver(txn, clock.now(), [item.event for item in accepted]))
-        connection.commit(txn)
+        results = [next(seqs) if outcome == 0 else outcome for outcome in outcomes]
+        head = written_head(txn) if accepted else None
+        try:
+            connection.commit(txn)
+        except Exception as exc:
+            if head is None:
+                raise
+            raise CommitUnconfirmed(results, head) from exc
     except BaseException:
         connection.rollback(txn)
         raise
-    return [next(seqs) if outcome == 0 else outcome for outcome in outcomes]
+    return results
+
+
+class CommitUnconfirmed(Exception):
+    """COMMIT raised: the transaction may or may not have committed (on PostgreSQL the server
+    can commit and the connection die before it says so). ``head`` is the (seq, hash) the batch
+    left at the chain's head, to look for; ``results`` what each item got if it did commit."""
+
+    def __init__(self, results: list[int | BaseException], head: tuple[int, str]) -> None:
+        super().__init__(f"COMMIT of the batch ending at seq {head[0]} was not confirmed")
+        self.results = results
+        self.head = head
 
 
 def deliver(future: asyncio.Future[int] | None, outcome: int | BaseException) -> None:

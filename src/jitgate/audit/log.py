@@ -175,6 +175,19 @@ def append_driver(txn: DriverTxn, when: datetime, events: Sequence[NewEvent]) ->
     return [row.seq for row in rows]
 
 
+def written_head(txn: DriverTxn) -> tuple[int, str] | None:
+    """The (seq, hash) the events appended in ``txn`` leave at the chain's head, if any."""
+    head = txn.memo.get(_HEAD)
+    return None if head is None else (int(head[0]), str(head[1]))
+
+
+def chain_holds(txn: DriverTxn, head: tuple[int, str]) -> bool:
+    """Whether the stored chain has the event ``head`` names (its seq with its hash): how a
+    writer whose COMMIT went unanswered learns whether it committed."""
+    row = txn.execute("SELECT hash FROM audit_events WHERE seq = ?", (head[0],)).fetchone()
+    return row is not None and row[0] == head[1]
+
+
 def _stored(row: Any) -> StoredEvent:
     body = json.loads(row.body)
     return StoredEvent(

@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 
 from jitgate.audit.batcher import (
+    NOT_DURABLE,
     NOT_RUNNING,
     RETRY_FIRST_SECONDS,
     UNAVAILABLE,
     WAIT_SECONDS,
+    CommitUnconfirmed,
     Guard,
     Item,
     deliver_all,
@@ -27,15 +29,19 @@ from jitgate.audit.batcher import (
     to_retry,
     write_batch,
 )
-from jitgate.audit.log import NewEvent
+from jitgate.audit.log import NewEvent, chain_holds
 from jitgate.clock import Clock
-from jitgate.errors import AuditUnavailable
+from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.store.db import Database
 from jitgate.store.driver import DedicatedConnection
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+class _MaybeWritten(Exception):
+    """A batch whose COMMIT went unanswered and whose fate could not be checked."""
 
 
 @dataclass
@@ -152,6 +158,26 @@ class AuditBatcher:
             batch, self._retry = self._retry, []
             self._write([_Queued(item, None) for item in batch])
 
+    def _confirm(self, unconfirmed: CommitUnconfirmed) -> list[int | BaseException]:
+        """The batch's results if a fresh connection finds it in the chain; else raises, and
+        its waiters learn the events may be in the log (so they record forwarding nothing)."""
+        self._connection.drop()
+        try:
+            txn = self._connection.begin()
+            try:
+                landed = chain_holds(txn, unconfirmed.head)
+            finally:
+                self._connection.rollback(txn)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: as unconfirmed
+            log.error("audit write: could not check an unconfirmed COMMIT: %s", exc)
+            landed = None
+        if landed:
+            log.warning("audit write: a COMMIT whose answer was lost had committed")
+            return unconfirmed.results
+        if landed is None:
+            raise _MaybeWritten(str(unconfirmed)) from unconfirmed
+        raise unconfirmed
+
     def _schedule_retry(self) -> None:
         if self._retry and self._retry_at is None:
             delay = retry_delay(self._retry[0].attempts, self.retry_seconds)
@@ -160,12 +186,18 @@ class AuditBatcher:
     def _write(self, batch: list[_Queued]) -> None:
         items = [queued.item for queued in batch]
         try:
-            outcomes: list[int | BaseException] = write_batch(self._connection, self.clock, items)
+            try:
+                outcomes: list[int | BaseException] = write_batch(
+                    self._connection, self.clock, items
+                )
+            except CommitUnconfirmed as unconfirmed:
+                outcomes = self._confirm(unconfirmed)
         except Exception as exc:
             self.failures += 1
             self._connection.drop()  # it may be the connection that broke
             log.error("audit write failed for %d events: %s", len(batch), exc)
-            outcomes = [AuditUnavailable(UNAVAILABLE)] * len(batch)
+            error = AuditNotDurable(NOT_DURABLE) if isinstance(exc, _MaybeWritten) else None
+            outcomes = [error or AuditUnavailable(UNAVAILABLE)] * len(batch)
             retry, given_up = to_retry(items)
             self.given_up += len(given_up)
             log_given_up(given_up)
