@@ -29,11 +29,11 @@ from jitgate.audit.batcher import (
     Item,
     deliver,
     deliver_all,
-    expire,
     log_given_up,
     log_refused_after_stop,
     retry_delay,
     to_retry,
+    too_slow,
     write_batch,
 )
 from jitgate.audit.log import NewEvent
@@ -109,6 +109,12 @@ class LoopAuditWriter:
         self._wal_fd: int | None = None
         self._wal_path: Path | None = None
         self._database_inode: int | None = None  # the file the connections write, at start
+        # What may hang (a sync, a batch waiting for a lock held elsewhere) is watched by one
+        # timer each, not one per waiter: past wait_seconds every waiter is answered.
+        self._in_sync: list[tuple[asyncio.Future[int] | None, int]] = []
+        self._in_thread_batch: list[Item] = []
+        self._sync_watch: asyncio.TimerHandle | None = None
+        self._thread_watch: asyncio.TimerHandle | None = None
         # Set once an fsync fails: on Linux the pages that failed are marked clean, so a later
         # fsync "succeeds" without them, and SQLite's recovery stops at the first bad frame,
         # losing every later commit too. Nothing written after that is claimed durable again.
@@ -154,10 +160,12 @@ class LoopAuditWriter:
             if not (self._pending or self._in_thread or self._syncing or self._unsynced):
                 break
             await asyncio.sleep(0.001)
-        for handle in (self._flush_handle, self._retry_handle, self._sync_timer):
+        handles = (self._flush_handle, self._retry_handle, self._sync_timer, self._sync_watch)
+        for handle in (*handles, self._thread_watch):
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._retry_handle = self._sync_timer = None
+        self._sync_watch = self._thread_watch = None
 
     def stop(self) -> None:
         """Write what is still pending, make it durable, and release the connection.
@@ -216,11 +224,7 @@ class LoopAuditWriter:
                 raise AuditUnavailable(self.broken)
             self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
-        deadline = loop.call_later(self.wait_seconds, expire, future, self.wait_seconds)
-        try:
-            return await future
-        finally:
-            deadline.cancel()
+        return await future
 
     def record_nowait(self, event: NewEvent) -> None:
         with self._accepting:
@@ -289,6 +293,8 @@ class LoopAuditWriter:
                 self._after_write(batch, outcomes)
         except _Busy:
             self._in_thread = True
+            self._in_thread_batch = batch
+            self._thread_watch = loop.call_later(self.wait_seconds, self._answer_overdue)
             assert self._executor is not None, "audit writer not started"
             done = loop.run_in_executor(self._executor, self._write_waiting, batch)
             done.add_done_callback(lambda f: self._thread_done(batch, f))
@@ -319,6 +325,10 @@ class LoopAuditWriter:
         self, batch: list[Item], done: asyncio.Future[list[int | BaseException] | Exception]
     ) -> None:
         self._in_thread = False
+        self._in_thread_batch = []
+        if self._thread_watch is not None:
+            self._thread_watch.cancel()
+            self._thread_watch = None
         outcomes = done.result() if not done.cancelled() else RuntimeError("cancelled")
         with self._lock:
             self._after_write(batch, outcomes)
@@ -374,6 +384,9 @@ class LoopAuditWriter:
                 return  # stop() answers what is left in _unsynced
             self._syncing = True
             waiting, self._unsynced = self._unsynced, []
+            if self.durability == "fsync":  # "os": nobody waits for the disk
+                self._in_sync = waiting
+                self._sync_watch = self._loop.call_later(self.wait_seconds, self._answer_overdue)
             self._sync_requests.put((self._loop, waiting))
 
     def _sync_thread(self, requests: queue.SimpleQueue[_SyncRequest | None]) -> None:
@@ -393,6 +406,10 @@ class LoopAuditWriter:
         self, waiting: list[tuple[asyncio.Future[int] | None, int]], error: Exception | None
     ) -> None:
         self._syncing = False
+        self._in_sync = []
+        if self._sync_watch is not None:
+            self._sync_watch.cancel()
+            self._sync_watch = None
         if error is not None:
             self.failures += 1
             if self.broken is None:
@@ -411,6 +428,14 @@ class LoopAuditWriter:
             self._sync_soon()
         elif self._pending and self._loop is not None:
             self._schedule(self._loop, urgent=any(i.future is not None for i in self._pending))
+
+    def _answer_overdue(self) -> None:
+        """A sync or a locked batch has taken longer than wait_seconds: answer every waiter
+        (their events may still be written, so they are told: not durable)."""
+        waiting = [future for future, _ in self._in_sync + self._unsynced]
+        waiting += [item.future for item in self._in_thread_batch + self._pending]
+        error = AuditNotDurable(too_slow(self.wait_seconds))
+        deliver_all([(future, error) for future in waiting if future is not None])
 
     def _fsync_wal(self) -> None:
         """Flush the write-ahead log to disk: every commit made before this call is durable.
