@@ -403,17 +403,23 @@ def test_while_another_writer_holds_the_database_the_loop_keeps_running(core: Ji
     assert core.audit.count() == 1
 
 
+def hold_fsync(writer: LoopAuditWriter) -> threading.Event:
+    """A slow or hung disk: the writer's fsyncs wait (up to 10 s) until the event is set."""
+    release = threading.Event()
+    real_fsync = writer._fsync_wal
+
+    def held() -> None:
+        release.wait(10)
+        real_fsync()
+
+    writer._fsync_wal = held  # type: ignore[method-assign]
+    return release
+
+
 def test_fsync_durability_waits_for_the_disk(core: Jitgate) -> None:
     sqlite_only(core)
     writer = LoopAuditWriter(core.db, core.clock, durability="fsync")
-    on_disk = threading.Event()
-    real_fsync = writer._fsync_wal
-
-    def slow_fsync() -> None:
-        on_disk.wait(5)
-        real_fsync()
-
-    writer._fsync_wal = slow_fsync  # type: ignore[method-assign]
+    on_disk = hold_fsync(writer)
 
     async def scenario() -> int:
         recording = asyncio.create_task(writer.record(NewEvent("call.allowed", "agent:a")))
@@ -605,14 +611,7 @@ def test_a_waiter_is_answered_when_the_disk_hangs(core: Jitgate) -> None:
     """Found in review: a hung fsync left every call hanging with no answer."""
     sqlite_only(core)
     writer = LoopAuditWriter(core.db, core.clock, durability="fsync", wait_seconds=0.2)
-    release = threading.Event()
-    real_fsync = writer._fsync_wal
-
-    def hung_disk() -> None:
-        release.wait(10)
-        real_fsync()
-
-    writer._fsync_wal = hung_disk  # type: ignore[method-assign]
+    release = hold_fsync(writer)
 
     async def scenario() -> BaseException | None:
         try:
