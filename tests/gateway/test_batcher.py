@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -705,3 +706,87 @@ def test_a_commit_whose_answer_is_lost_is_checked_against_the_chain(
         assert isinstance(result, AuditUnavailable)
         assert types == ["call.completed"]  # retried once, written once
     assert core.audit.verify().ok
+
+
+def test_while_the_disk_stays_hung_later_calls_are_refused_at_once(core: Jitgate) -> None:
+    """Found in review: the wait limit fired once per sync, so a call arriving after it, with
+    the disk still hung, waited with no limit at all."""
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync", wait_seconds=0.2)
+    release = hold_fsync(writer)
+
+    async def scenario() -> list[object]:
+        answers: list[object] = []
+        for _ in range(2):
+            try:
+                answers.append(await writer.record(NewEvent("call.allowed", "agent:a")))
+            except AuditUnavailable as exc:
+                answers.append(exc)
+        release.set()
+        await until(lambda: writer.overdue is None)
+        answers.append(await writer.record(NewEvent("call.allowed", "agent:b")))
+        return answers
+
+    first, second, third = run_with(writer, scenario)
+    assert isinstance(first, AuditNotDurable)  # committed: it may reach the log
+    assert type(second) is AuditUnavailable  # refused unwritten, without waiting again
+    assert "did not confirm the write within 0.2 s" in second.message
+    assert third == 2  # the disk is back: calls go on
+
+
+def test_an_event_not_yet_written_when_the_wait_ends_is_never_written(core: Jitgate) -> None:
+    """Found in review: an event still queued when its waiter was answered 503 was written
+    later, its guard included, so a one-call grant was used up by a call never forwarded."""
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="fsync", wait_seconds=0.3)
+    release = hold_fsync(writer)
+    guarded: list[str] = []
+
+    async def scenario() -> list[BaseException]:
+        syncing = asyncio.ensure_future(writer.record(NewEvent("call.allowed", "agent:a")))
+        await asyncio.sleep(0.1)  # its sync hangs; the next event waits behind it, unwritten
+        queued = asyncio.ensure_future(
+            writer.record(
+                NewEvent("call.allowed", "agent:b"), guard=lambda txn: guarded.append("b")
+            )
+        )
+        answers = await asyncio.gather(syncing, queued, return_exceptions=True)
+        release.set()
+        await until(lambda: writer.overdue is None)
+        await writer.record(NewEvent("call.allowed", "agent:c"))
+        return answers  # type: ignore[return-value]
+
+    syncing, queued = run_with(writer, scenario)
+    assert isinstance(syncing, AuditNotDurable)
+    assert type(queued) is AuditUnavailable
+    assert guarded == []
+    assert [e.actor for e in core.audit.events()] == ["agent:a", "agent:c"]
+
+
+def test_with_os_durability_a_commit_after_a_failed_sync_is_not_durable(core: Jitgate) -> None:
+    """Found in review: with "os" durability an event handed in just before a sync failed was
+    committed after it and still answered with its seq, so its call went on."""
+    sqlite_only(core)
+    writer = LoopAuditWriter(core.db, core.clock, durability="os", os_sync_seconds=0.01)
+    fail_now = threading.Event()
+
+    def failing_disk() -> None:
+        fail_now.wait(5)
+        raise OSError(5, "Input/output error")
+
+    writer._fsync_wal = failing_disk  # type: ignore[method-assign]
+
+    async def scenario() -> object:
+        await writer.record(NewEvent("call.allowed", "agent:a"))  # answered at commit
+        await asyncio.sleep(0.05)  # its background sync is under way
+        late = asyncio.ensure_future(writer.record(NewEvent("call.allowed", "agent:b")))
+        fail_now.set()
+        time.sleep(0.2)  # the sync fails while the loop is busy: b is handed in (past the
+        # broken check) just before the failure is heard, and committed just after
+        try:
+            return await late
+        except AuditUnavailable as exc:
+            return exc
+
+    assert isinstance(run_with(writer, scenario), AuditNotDurable)
+    assert writer.broken is not None

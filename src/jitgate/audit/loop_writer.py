@@ -119,6 +119,8 @@ class LoopAuditWriter:
         # fsync "succeeds" without them, and SQLite's recovery stops at the first bad frame,
         # losing every later commit too. Nothing written after that is claimed durable again.
         self.broken: str | None = None
+        # Set while a sync or a locked batch is past wait_seconds: awaited events are refused.
+        self.overdue: str | None = None
         self._sync_requests: queue.SimpleQueue[_SyncRequest | None] | None = None
         self._syncer: threading.Thread | None = None
         self._stopped = False
@@ -222,6 +224,8 @@ class LoopAuditWriter:
                 raise AuditUnavailable(NOT_RUNNING)
             if self.broken is not None:
                 raise AuditUnavailable(self.broken)
+            if self.overdue is not None:
+                raise AuditUnavailable(self.overdue)
             self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
         return await future
@@ -329,6 +333,7 @@ class LoopAuditWriter:
         if self._thread_watch is not None:
             self._thread_watch.cancel()
             self._thread_watch = None
+        self._overdue_over()
         outcomes = done.result() if not done.cancelled() else RuntimeError("cancelled")
         with self._lock:
             self._after_write(batch, outcomes)
@@ -362,9 +367,10 @@ class LoopAuditWriter:
                 committed.append((item.future, outcome))
         if self.durability == "os":
             # Committed to the operating system: survives jitgate being killed. The disk
-            # catches up within os_sync_seconds.
+            # catches up within os_sync_seconds, unless a sync has failed since the event was
+            # handed in (found in review): then it is not known to get there.
             for future, seq in committed:
-                deliver(future, seq)
+                deliver(future, AuditNotDurable(NOT_DURABLE) if self.broken else seq)
             self._sync_later()
         else:
             self._unsynced.extend(committed)
@@ -410,6 +416,7 @@ class LoopAuditWriter:
         if self._sync_watch is not None:
             self._sync_watch.cancel()
             self._sync_watch = None
+        self._overdue_over()
         if error is not None:
             self.failures += 1
             if self.broken is None:
@@ -430,12 +437,31 @@ class LoopAuditWriter:
             self._schedule(self._loop, urgent=any(i.future is not None for i in self._pending))
 
     def _answer_overdue(self) -> None:
-        """A sync or a locked batch has taken longer than wait_seconds: answer every waiter
-        (their events may still be written, so they are told: not durable)."""
-        waiting = [future for future, _ in self._in_sync + self._unsynced]
-        waiting += [item.future for item in self._in_thread_batch + self._pending]
-        error = AuditNotDurable(too_slow(self.wait_seconds))
-        deliver_all([(future, error) for future in waiting if future is not None])
+        """A sync or a locked batch has taken longer than wait_seconds: answer every waiter.
+
+        Events already committed or being written may still reach the log, so their waiters
+        are told "not durable" (they record forwarding nothing). Awaited events not yet written
+        never will be: they leave the queue and are told "unavailable", so nothing of theirs
+        is written later (a one-call grant stays unused). Until the sync or batch ends, new
+        awaited events are refused at once (``overdue``)."""
+        self.overdue = too_slow(self.wait_seconds)
+        maybe_written = [future for future, _ in self._in_sync + self._unsynced]
+        maybe_written += [item.future for item in self._in_thread_batch]
+        not_written = [item.future for item in self._pending if item.future is not None]
+        self._pending = [item for item in self._pending if item.future is None]
+        not_durable = AuditNotDurable(self.overdue)
+        unavailable = AuditUnavailable(self.overdue)
+        answers: list[tuple[asyncio.Future[int] | None, int | BaseException]] = [
+            (future, not_durable) for future in maybe_written if future is not None
+        ]
+        answers += [(future, unavailable) for future in not_written]
+        deliver_all(answers)
+
+    def _overdue_over(self) -> None:
+        """The sync or locked batch that was overdue has ended: awaited events are taken again
+        (unless the other of the two is still overdue)."""
+        if self._sync_watch is None and self._thread_watch is None:
+            self.overdue = None
 
     def _fsync_wal(self) -> None:
         """Flush the write-ahead log to disk: every commit made before this call is durable.
