@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import socket
@@ -31,7 +32,8 @@ from .wire import RawResponse, raw_request, sign_by_hand
 pytestmark = pytest.mark.slow
 
 JITGATE_KEY = "ASIAJITGATEOWNKEY0001"
-JITGATE_TOKEN = "JITGATE-OWN-SESSION-TOKEN-never-for-agents"
+# Shaped like an STS session token: base64, with '/', '+' and '=' that encoders may escape.
+JITGATE_TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDx+jitgate/own+token==" * 3
 
 Respond = Callable[[socket.socket, Forwarded], None]
 
@@ -230,3 +232,84 @@ def test_hop_by_hop_headers_of_the_upstream_are_not_relayed(over) -> None:  # ty
     hop_by_hop = {"keep-alive", "upgrade", "proxy-authenticate", "trailer", "x-private-hop"}
     assert hop_by_hop.isdisjoint(response.headers)
     assert response.headers["x-amz-version-id"] == "v1"
+
+
+def signature_mismatch_quoting(forwarded: Forwarded, *, pad: int = 0) -> bytes:
+    """S3's SignatureDoesNotMatch with the canonical request also as hex bytes (``pad`` more
+    of them make it as large as a long canonical request does)."""
+    canonical = f"GET\n/reports/2026/q3.csv\n\nx-amz-security-token:{JITGATE_TOKEN}\n"
+    hexed = canonical.encode().hex(" ") + " 00" * pad
+    return (
+        "<Error><Code>SignatureDoesNotMatch</Code>"
+        f"<AWSAccessKeyId>{JITGATE_KEY}</AWSAccessKeyId>"
+        f"<CanonicalRequest>{escape(canonical)}</CanonicalRequest>"
+        f"<CanonicalRequestBytes>{hexed}</CanonicalRequestBytes></Error>"
+    ).encode()
+
+
+def chunked(status: str, body: bytes) -> Respond:
+    def respond(connection: socket.socket, forwarded: Forwarded) -> None:
+        head = f"HTTP/1.1 {status}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        connection.sendall(head.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+    return respond
+
+
+def escaped_token(how: str) -> str:
+    if how == "json":
+        return JITGATE_TOKEN.replace("/", "\\/").replace("=", "\\u003d").replace("+", "\\u002b")
+    return JITGATE_TOKEN.replace("+", "&#43;").replace("/", "&#x2F;")
+
+
+QUOTING: dict[str, Callable[[Forwarded], Respond]] = {
+    # found in review of the first version: each of these reached the agent
+    "over the size checked, by length": lambda f: answer(
+        "403 Forbidden", signature_mismatch_quoting(f, pad=100_000)
+    ),
+    "over the size checked, chunked": lambda f: chunked(
+        "403 Forbidden", signature_mismatch_quoting(f, pad=100_000)
+    ),
+    "gzip-encoded": lambda f: answer(
+        "403 Forbidden",
+        gzip.compress(signature_mismatch_quoting(f)),
+        [("Content-Encoding", "gzip")],
+    ),
+    "an encoding jitgate cannot read": lambda f: answer(
+        "403 Forbidden", b"\x00opaque", [("Content-Encoding", "br")]
+    ),
+    "the token JSON-escaped": lambda f: answer(
+        "400 Bad Request",
+        (
+            '{"__type":"InvalidSignatureException","message":"token ' + escaped_token("json") + '"}'
+        ).encode(),
+    ),
+    "the token as XML character references": lambda f: answer(
+        "403 Forbidden",
+        f"<Error><Code>SignatureDoesNotMatch</Code><M>{escaped_token('xml')}</M></Error>".encode(),
+    ),
+    "the key id in a header": lambda f: answer(
+        "403 Forbidden",
+        b"<Error><Code>AccessDenied</Code></Error>",
+        [("x-amz-detail", JITGATE_KEY)],
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(QUOTING))
+def test_an_error_answer_that_cannot_be_shown_clean_is_withheld(over, how: str) -> None:  # type: ignore[no-untyped-def]
+    def respond(connection: socket.socket, forwarded: Forwarded) -> None:
+        QUOTING[how](forwarded)(connection, forwarded)
+
+    upstream, stack = over(respond)
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+
+    response = s3_get(stack, grant.creds, unsigned=[("Accept-Encoding", "gzip")])
+
+    (forwarded,) = upstream.wait(1)
+    signature = forwarded.headers["authorization"].split("Signature=")[1]
+    assert response.status == 502, response
+    assert b"<Code>BadGateway</Code>" in response.body
+    for secret in (JITGATE_KEY, signature, *JITGATE_TOKEN.split("/")):
+        if len(secret) >= 8:
+            assert secret.encode() not in response.body
+            assert not any(secret in value for value in response.headers.values())

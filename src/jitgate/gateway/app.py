@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import itertools
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +34,7 @@ from jitgate.awsapi.operations import identify, needs_body
 from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOperation
 from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable, AuditUnavailable
+from jitgate.gateway import quoting
 from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
@@ -103,10 +103,6 @@ _RESPONSE_DROP = frozenset(
         "date",
     }
 )
-# An upstream error body up to this size is read whole before it is relayed, to check that it
-# quotes nothing jitgate signed with (S3's SignatureDoesNotMatch quotes the key id, the
-# signature and the canonical request with its session token).
-QUOTE_CHECK_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -790,10 +786,18 @@ class AwsEndpoint:
         """Stream the upstream's response to the client; stop reading it if the client leaves."""
         status = response.status
         first = b""
-        if status >= 400 and (response.content_length or 0) <= QUOTE_CHECK_LIMIT:
-            first = await _read_at_most(response, QUOTE_CHECK_LIMIT)
-            if response.at_end and quotes_any(first, call.signed_with):
-                raise _withheld(call, response, first)
+        if status >= 400:
+            # An error answer is read whole first: it may quote what jitgate signed with.
+            first = await _read_at_most(response, quoting.CHECK_LIMIT)
+            why = quoting.why_withheld(
+                first,
+                response.at_end,
+                response.header("content-encoding"),
+                (value for _, value in response.raw_headers),
+                call.signed_with,
+            )
+            if why is not None:
+                raise _withheld(call, response, first, why)
         bodiless = status < 200 or status in (204, 304)
         dropped = _RESPONSE_DROP
         named = [v for k, v in response.raw_headers if k.lower() == b"connection"]
@@ -960,38 +964,21 @@ class _Withheld(Exception):
         self.why = why
 
 
-def _withheld(call: Call, response: Response, body: bytes) -> _Withheld:
-    code = _error_code(response, body) or str(response.status)
+def _withheld(call: Call, response: Response, body: bytes, why: str) -> _Withheld:
+    code = quoting.error_code(body, response.header("x-amzn-errortype")) or "error"
     log.warning(
-        "call %s: AWS refused jitgate's own signed request (%s, request id %s); its answer "
-        "quoted jitgate's credentials and was not passed on",
+        "call %s: AWS answered %s %s (request id %s) and %s: not passed on",
         call.request_id,
+        response.status,
         code,
         call.upstream_request_id,
+        why,
     )
-    why = (
-        f"AWS refused the request jitgate signed for this call ({response.status} {code}); its "
-        "answer quoted jitgate's own signing material and was not passed on"
+    message = (
+        f"AWS answered the request jitgate signed for this call with {response.status} "
+        f"{code}; {why}, so it was not passed on"
     )
-    return _Withheld(AwsError("BadGateway", why), why)
-
-
-_XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.:_-]{1,128})</Code>")
-_JSON_TYPE = re.compile(rb'"__type"\s*:\s*"(?:[^"#]*#)?([A-Za-z0-9.:_-]{1,128})"')
-
-
-def _error_code(response: Response, body: bytes) -> str | None:
-    """The AWS error code of an error answer: XML's <Code>, JSON's __type or the header."""
-    found = _XML_CODE.search(body) or _JSON_TYPE.search(body)
-    if found:
-        return found.group(1).decode()
-    header = response.header("x-amzn-errortype")
-    return header.split(":", 1)[0][:128] if header else None
-
-
-def quotes_any(body: bytes, secrets_sent: tuple[str, ...]) -> bool:
-    """Whether ``body`` contains any of ``secrets_sent`` (empty strings never match)."""
-    return any(secret and secret.encode() in body for secret in secrets_sent)
+    return _Withheld(AwsError("BadGateway", message), message)
 
 
 async def _read_at_most(response: Response, limit: int) -> bytes:
