@@ -790,3 +790,81 @@ def test_with_os_durability_a_commit_after_a_failed_sync_is_not_durable(core: Ji
 
     assert isinstance(run_with(writer, scenario), AuditNotDurable)
     assert writer.broken is not None
+
+
+def test_a_lost_commit_still_in_progress_is_waited_for_before_the_chain_is_read(
+    core: Jitgate,
+) -> None:
+    """Found in review of the first version: the chain was read while the old session was
+    still committing (a synchronous standby, a slow disk: here a deferred trigger that sleeps),
+    found nothing, and so the waiter was told "not written" and the outcomes retried; then the
+    commit landed: call.allowed without an outcome, and the outcome written twice. The writer
+    now ends the old session and waits for it to be gone before it reads the chain."""
+    if core.db.dialect == "sqlite":
+        pytest.skip("SQLite commits locally: there is no answer to lose")
+    with core.db.engine.begin() as ddl:
+        ddl.execute(
+            text(
+                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END $$"
+            )
+        )
+        ddl.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON audit_events "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+            )
+        )
+    writer = AuditBatcher(core.db, core.clock, retry_seconds=0.01)
+    connection = writer._connection
+    real_commit, real_rollback, real_drop = connection.commit, connection.rollback, connection.drop
+    lost: list[DriverTxn] = []
+
+    def commit_whose_answer_is_lost(txn: DriverTxn) -> None:
+        if lost:
+            return real_commit(txn)
+        lost.append(txn)
+        # COMMIT is sent (libpq's asynchronous send: no thread) and the server starts on it;
+        # the client gives up before any answer comes.
+        txn.connection.driver_connection.pgconn.send_query(b"COMMIT")
+        time.sleep(0.1)
+        raise ConnectionError("server closed the connection unexpectedly")
+
+    def rollback(txn: DriverTxn) -> None:
+        if txn not in lost:  # the client's side of that connection is gone
+            real_rollback(txn)
+
+    forgotten: list[Any] = []
+
+    def drop() -> None:
+        if lost and connection._raw is lost[0].connection:
+            # Forgotten by the client; its server session lives on. Kept here to be closed at
+            # the end, on this thread: a pooled connection freed by the garbage collector logs
+            # a traceback from whichever thread collects it.
+            forgotten.append(connection._raw)
+            connection._raw = None
+            return
+        real_drop()
+
+    connection.commit = commit_whose_answer_is_lost  # type: ignore[method-assign]
+    connection.rollback = rollback  # type: ignore[method-assign]
+    connection.drop = drop  # type: ignore[method-assign]
+
+    async def scenario() -> int | BaseException:
+        writer.record_nowait(NewEvent("call.completed", "agent:a", data={"n": 1}))
+        try:
+            return await writer.record(NewEvent("call.allowed", "agent:b"))
+        except AuditUnavailable as exc:
+            return exc
+
+    result = run_with(writer, scenario)
+    for raw in forgotten:
+        with contextlib.suppress(Exception):
+            raw.invalidate()
+    types = sorted(e.type for e in core.audit.events())
+    assert core.audit.verify().ok
+    if isinstance(result, int):
+        assert types == ["call.allowed", "call.completed"]  # it landed: delivered as written
+    else:
+        assert type(result) is AuditUnavailable  # it did not: nothing of it is in the log
+        assert types == ["call.completed"]

@@ -33,7 +33,7 @@ from jitgate.audit.log import NewEvent, chain_holds
 from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.store.db import Database
-from jitgate.store.driver import DedicatedConnection
+from jitgate.store.driver import SQLITE, DedicatedConnection, DriverTxn
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class AuditBatcher:
         self._accepting = threading.Lock()  # orders record() against stop()
         self._stopped = False
         self._connection = DedicatedConnection(db, autocommit=False)
+        self._backend_pid: int | None = None  # the server session of _connection (PostgreSQL)
+        self._session_of: object = None  # the DBAPI connection _backend_pid belongs to
         self.failures = 0
         self.batches = 0
         self.written = 0
@@ -160,23 +162,48 @@ class AuditBatcher:
 
     def _confirm(self, unconfirmed: CommitUnconfirmed) -> list[int | BaseException]:
         """The batch's results if a fresh connection finds it in the chain; else raises, and
-        its waiters learn the events may be in the log (so they record forwarding nothing)."""
+        its waiters learn the events may be in the log (so they record forwarding nothing).
+
+        The old session may still be committing (a synchronous standby, a slow disk): the
+        chain is read only once that session is gone, so that what it shows is final."""
+        old_session = self._backend_pid
         self._connection.drop()
+        self._backend_pid = None
         try:
             txn = self._connection.begin()
             try:
-                landed = chain_holds(txn, unconfirmed.head)
+                ended = old_session is None or _session_ended(txn, old_session)
+                landed = chain_holds(txn, unconfirmed.head) if ended else None
             finally:
                 self._connection.rollback(txn)
         except Exception as exc:  # noqa: BLE001 - cannot tell: as unconfirmed
             log.error("audit write: could not check an unconfirmed COMMIT: %s", exc)
             landed = None
+        if landed is None:
+            log.error("audit write: cannot tell whether a COMMIT whose answer was lost landed")
         if landed:
             log.warning("audit write: a COMMIT whose answer was lost had committed")
             return unconfirmed.results
         if landed is None:
             raise _MaybeWritten(str(unconfirmed)) from unconfirmed
         raise unconfirmed
+
+    def _note_session(self) -> None:
+        """Remember the server session (PostgreSQL's backend pid) the next batch is written on,
+        once per connection: after a lost COMMIT answer, _confirm waits for it to end."""
+        if self.db.dialect == SQLITE:
+            return
+        raw = self._connection.raw()
+        if raw is self._session_of:
+            return
+        self._backend_pid, self._session_of = None, raw
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SELECT pg_backend_pid()")
+            self._backend_pid = int(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+            raw.rollback()  # no transaction left open before the batch's own
 
     def _schedule_retry(self) -> None:
         if self._retry and self._retry_at is None:
@@ -186,6 +213,7 @@ class AuditBatcher:
     def _write(self, batch: list[_Queued]) -> None:
         items = [queued.item for queued in batch]
         try:
+            self._note_session()
             try:
                 outcomes: list[int | BaseException] = write_batch(
                     self._connection, self.clock, items
@@ -195,6 +223,7 @@ class AuditBatcher:
         except Exception as exc:
             self.failures += 1
             self._connection.drop()  # it may be the connection that broke
+            self._backend_pid = None
             log.error("audit write failed for %d events: %s", len(batch), exc)
             error = AuditNotDurable(NOT_DURABLE) if isinstance(exc, _MaybeWritten) else None
             outcomes = [error or AuditUnavailable(UNAVAILABLE)] * len(batch)
@@ -216,3 +245,21 @@ class AuditBatcher:
         for loop, pairs in by_loop.items():  # one wake-up per loop, not one per event
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(deliver_all, pairs)
+
+
+SESSION_END_SECONDS = 5.0
+
+
+def _session_ended(txn: DriverTxn, pid: int, seconds: float = SESSION_END_SECONDS) -> bool:
+    """Ask PostgreSQL to end session ``pid`` and wait for it to be gone: a session that ends
+    has committed or rolled back for good. False if it is still there after ``seconds``."""
+    txn.execute("SELECT pg_terminate_backend(?)", (pid,))
+    deadline = time.monotonic() + seconds
+    while True:
+        txn.execute("SELECT pg_stat_clear_snapshot()")  # else the first read is kept
+        (count,) = txn.one("SELECT count(*) FROM pg_stat_activity WHERE pid = ?", (pid,))
+        if count == 0:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
