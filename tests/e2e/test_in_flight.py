@@ -9,6 +9,8 @@ must stop calls in flight too; expiry is by instant (docs/concepts.md).
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +22,8 @@ from jitgate.audit.log import StoredEvent
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS
 
 from .conftest import GrantInfo, Stack, object_arn
-from .wire import credentials_of, sign
+from .recording import Forwarded, RecordingUpstream
+from .wire import credentials_of, sign, sign_by_hand
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +212,73 @@ def test_a_body_that_arrives_after_expiry_is_checked_at_that_instant(
     assert stored(stack, key)
     assert stack.denial(response.headers["x-amz-request-id"]).grant_id == grant.id
     assert not [e for e in stack.events(grant.id) if e.type == "call.allowed"]
+
+
+def test_an_answer_that_comes_after_revocation_is_refused_not_relayed(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Found in review: the grant was re-checked per piece of the answer's body only, so a
+    HEAD (or any answer without a body) that came after the grant was revoked reached the
+    agent whole, metadata included."""
+    revoked = threading.Event()
+
+    def slow_head(connection: socket.socket, forwarded: Forwarded) -> None:
+        revoked.wait(10)
+        time.sleep(PAST_THE_NEXT_CHECK)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nx-amz-request-id: slow\r\nx-amz-meta-secret: s3cr3t\r\n"
+            b"Content-Length: 1234\r\nConnection: close\r\n\r\n"
+        )
+
+    upstream = RecordingUpstream(slow_head)
+    try:
+        stack = make_stack(upstream=upstream.url)
+        key = f"in-flight/{uuid.uuid4().hex}"
+        grant = stack.grant(["s3:GetObject"], [object_arn(key)])
+        url = f"{stack.aws_url}/reports/{key}"
+        head = sign("HEAD", url, credentials=credentials_of(grant.creds))
+        revoking = threading.Timer(0.3, lambda: (revoke(stack, grant), revoked.set()))
+        revoking.start()
+        response = httpx.head(url, headers=head, timeout=10)
+        revoking.join()
+    finally:
+        upstream.close()
+    assert response.status_code == 403
+    assert "x-amz-meta-secret" not in response.headers
+    record = outcome(stack, grant.id)
+    assert record.data["status"] == 403
+    assert record.data["error"] == f"stopped before the answer: grant {grant.id} was revoked"
+
+
+def test_a_chunked_upload_whose_end_comes_after_revocation_is_not_completed(
+    stack: Stack,
+) -> None:
+    """Found in review: every piece of a chunked body came while the grant was live, and its
+    end (the last, empty chunk) after it was revoked: the end was forwarded unchecked and the
+    upload completed."""
+    key = f"in-flight/{uuid.uuid4().hex}"
+    grant = stack.grant(["s3:PutObject"], [object_arn(key)])
+    host = stack.aws_url.removeprefix("http://")
+    _, headers = sign_by_hand(
+        "PUT",
+        host,
+        f"/reports/{key}",
+        creds=grant.creds,
+        service="s3",
+        payload_line="UNSIGNED-PAYLOAD",
+        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+    )
+
+    def pieces_then_revocation() -> Iterator[bytes]:
+        yield PIECE
+        yield PIECE
+        revoke(stack, grant)
+        time.sleep(PAST_THE_NEXT_CHECK)  # httpx sends the body's end only after this
+
+    response = httpx.put(
+        f"{stack.aws_url}/reports/{key}", headers=headers, content=pieces_then_revocation()
+    )
+
+    assert response.status_code == 403, response.text
+    assert not stored(stack, key)
+    assert "stopped mid-body" in outcome(stack, grant.id).data["error"]

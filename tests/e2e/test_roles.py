@@ -170,3 +170,31 @@ def test_the_source_identity_and_session_name_reach_sts() -> None:
     assert "Credential=AKIAJITGATE/" in request.headers["authorization"]
     assert (session.access_key, session.token) == ("ASIAROLESESSION01", "role-token")
     assert session.expires_at.isoformat() == "2026-11-29T18:00:00+00:00"
+
+
+def test_an_s3_write_naming_another_accounts_key_is_not_signed_around_the_role(
+    moto_server: MotoServer, make_stack: Callable[..., Stack]
+) -> None:
+    """Found in review: S3 ARNs name no account, so an S3 write naming a KMS key of another
+    account took that account as its target; with no role there it was signed by jitgate's
+    own identity, and the write the bucket account's role forbids was made."""
+    role = make_role(moto_server)  # may only read the reports bucket
+    stack = make_stack(roles={ACCOUNT_ID: role})
+    key = f"roles/{uuid.uuid4().hex}"
+    foreign_key = f"arn:aws:kms:{REGION}:999999999999:key/{uuid.uuid4()}"
+    grant = stack.grant(["s3:PutObject", "kms:GenerateDataKey"], [object_arn(key), foreign_key])
+    s3 = stack.client("s3", grant.creds)
+
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(
+            Bucket="reports",
+            Key=key,
+            Body=b"around the role",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=foreign_key,
+        )
+
+    assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+    assert "several AWS accounts" in refused.value.response["Error"]["Message"]
+    listed: Any = stack.direct("s3").list_objects_v2(Bucket="reports", Prefix=key)
+    assert listed["KeyCount"] == 0

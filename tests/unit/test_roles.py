@@ -31,22 +31,26 @@ ROLE = f"arn:aws:iam::{OTHER}:role/jitgate-agents"
 
 
 def test_the_target_account_is_the_one_the_arns_name() -> None:
+    roles = {OTHER: ROLE}
     table = Access("dynamodb:GetItem", f"arn:aws:dynamodb:us-east-1:{OTHER}:table/orders")
-    bucket = Access("s3:GetObject", "arn:aws:s3:::reports/q3.csv")  # S3 ARNs name no account
-    assert target_account([table], HOME) == OTHER
-    assert target_account([table, bucket], HOME) == OTHER
-    assert target_account([bucket], HOME) == HOME
-    assert target_account([Access("sts:GetCallerIdentity", "*")], HOME) == HOME
-    assert target_account([], HOME) == HOME
+    bucket = Access("s3:GetObject", "arn:aws:s3:::reports/q3.csv")  # S3: the default account
+    assert target_account([table], HOME, roles) == OTHER
+    assert target_account([bucket], HOME, roles) == HOME
+    assert target_account([Access("sts:GetCallerIdentity", "*")], HOME, roles) == HOME
+    assert target_account([], HOME, roles) == HOME
 
 
-def test_a_call_naming_two_accounts_has_no_single_target() -> None:
-    access = [
-        Access("sqs:SendMessage", f"arn:aws:sqs:us-east-1:{HOME}:jobs"),
-        Access("kms:GenerateDataKey", f"arn:aws:kms:us-east-1:{OTHER}:key/k"),
-    ]
-    with pytest.raises(MixedAccounts, match=f"{HOME}, {OTHER}"):
-        target_account(access, HOME)
+def test_a_call_naming_two_accounts_is_refused_once_either_has_a_role() -> None:
+    """Found in review: S3 ARNs counted as no account, so an S3 write naming another account's
+    KMS key was signed as that account (or as jitgate itself) instead of the bucket's role."""
+    bucket = Access("s3:PutObject", "arn:aws:s3:::reports/q3.csv")
+    key = Access("kms:GenerateDataKey", f"arn:aws:kms:us-east-1:{OTHER}:key/k")
+    for roles in ({HOME: f"arn:aws:iam::{HOME}:role/r"}, {OTHER: ROLE}):
+        with pytest.raises(MixedAccounts, match=f"{HOME}, {OTHER}"):
+            target_account([bucket, key], HOME, roles)
+    # No role for either: jitgate's own identity signs it, as without [aws.roles] (found in
+    # review: such calls were refused although no role applied).
+    assert target_account([bucket, key], HOME, {"333333333333": "r"}) == ""
 
 
 def test_the_roles_table_is_checked() -> None:
@@ -152,3 +156,44 @@ def test_a_failed_assume_role_reaches_its_callers_and_is_not_kept() -> None:
         return (await sessions.session(ROLE, "reporter")).access_key
 
     assert run(scenario()) == "ASIA2"
+
+
+def test_while_renewal_fails_a_kept_session_serves_until_near_its_end() -> None:
+    """Found in review: a failed renewal in the last five minutes refused calls that the
+    session still in hand could serve."""
+    clock = FakeClock()
+    sts = FakeSts(clock)
+    sessions = RoleSessions(sts, clock)
+
+    async def scenario() -> list[str]:
+        keys = [(await sessions.session(ROLE, "reporter")).access_key]
+        clock.advance(3600 - RENEW_BEFORE.total_seconds() + 1)  # renewal is due
+        sts.fail = RuntimeError("STS throttled")
+        keys.append((await sessions.session(ROLE, "reporter")).access_key)  # the kept one
+        clock.advance(RENEW_BEFORE.total_seconds() - 30)  # 29 s left: too close to use
+        with pytest.raises(RuntimeError, match="throttled"):
+            await sessions.session(ROLE, "reporter")
+        return keys
+
+    assert run(scenario()) == ["ASIA1", "ASIA1"]
+
+
+def test_a_hung_sts_answers_the_call_in_time_and_uses_no_shared_worker() -> None:
+    """Found in review: a hung STS held calls without limit and, six agents at once, took all
+    of asyncio's shared worker threads (the sweeper's, shutdown's)."""
+    clock = FakeClock()
+    sts = FakeSts(clock)
+    sts.release.clear()  # STS never answers
+    sessions = RoleSessions(sts, clock, wait_seconds=0.2)
+
+    async def scenario() -> str:
+        waits = [sessions.session(ROLE, f"agent{n}") for n in range(6)]
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        assert all(isinstance(result, TimeoutError) for result in results)
+        return await asyncio.wait_for(asyncio.to_thread(lambda: "shared pool free"), 1.0)
+
+    try:
+        assert run(scenario()) == "shared pool free"
+    finally:
+        sts.release.set()
+        sessions.close()

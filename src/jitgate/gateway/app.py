@@ -517,7 +517,7 @@ class AwsEndpoint:
         session is assumed (once per agent and hour) before the call is recorded as allowed,
         so a role jitgate cannot assume refuses the call instead of failing it."""
         try:
-            account = target_account(call.access, self.account_id)
+            account = target_account(call.access, self.account_id, self.upstream.roles)
         except MixedAccounts as exc:
             raise AwsError("InvalidRequest", str(exc)) from None
         role = self.upstream.roles.get(account)
@@ -820,6 +820,13 @@ class AwsEndpoint:
         # A header uvicorn would refuse to send mid-call (a control character, a name that is
         # not a token) never gets here: the upstream client refuses such an answer as it parses
         # it (MalformedAnswer above; tests/gateway/test_http_client.py checks every such byte).
+        try:
+            # The answer may come long after the call was checked (a slow upstream, a long
+            # poll): a grant that ended meanwhile gets its refusal, not the answer's head.
+            self._liveness(call).check()
+        except AwsError as error:
+            response.close()
+            raise _Withheld(error, f"stopped before the answer: {error.message}") from None
         send = _to_client(send)
         try:
             await send(
@@ -908,12 +915,19 @@ class AwsEndpoint:
         cut off mid-way is never completed upstream, so AWS does not act on it."""
         liveness = self._liveness(call)
         async for chunk in source:
-            try:
-                liveness.check()
-            except AwsError as error:
-                message = f"{error.message}; the upload was stopped mid-body"
-                raise _BodyRejected(AwsError(error.code, message)) from None
+            self._check_upload(liveness)
             yield chunk
+        # Once more before the end of the body is sent: a chunked body's last bytes (its
+        # terminator) may come long after its last piece (found in review).
+        self._check_upload(liveness)
+
+    @staticmethod
+    def _check_upload(liveness: StreamLiveness) -> None:
+        try:
+            liveness.check()
+        except AwsError as error:
+            message = f"{error.message}; the upload was stopped mid-body"
+            raise _BodyRejected(AwsError(error.code, message)) from None
 
     def _ended_early(self, call: Call, response: Response, why: str) -> None:
         response.close()  # the rest is not read from AWS

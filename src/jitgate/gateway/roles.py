@@ -18,6 +18,8 @@ same missing session share one AssumeRole.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -26,10 +28,18 @@ from datetime import datetime, timedelta
 from jitgate.awsapi.types import Access
 from jitgate.clock import Clock
 
+log = logging.getLogger(__name__)
+
 ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}")
 ACCOUNT_ID = re.compile(r"\d{12}")
 SESSION_SECONDS = 3600  # asked for each session (a role's default maximum)
 RENEW_BEFORE = timedelta(minutes=5)  # a session this close to its end is replaced first
+KEEP_USING = timedelta(minutes=1)  # while renewal fails, a kept session serves until this close
+# The longest a call waits for a session: a hung STS answers the call 503, not never. The
+# AssumeRole goes on (botocore's own timeouts end it) in a small pool of jitgate's own, so a
+# hung STS cannot take the event loop's shared worker threads.
+WAIT_SECONDS = 15.0
+STS_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -65,18 +75,36 @@ def parse_roles(table: object, where: str = "[aws.roles]") -> dict[str, str]:
     return roles
 
 
-def target_account(access: Iterable[Access], default: str) -> str:
-    """The one account the ARNs of ``access`` name, or ``default`` if they name none."""
+def accounts_named(access: Iterable[Access], default: str) -> set[str]:
+    """Every account the ARNs of ``access`` lie in. An ARN whose account field is empty (S3's
+    buckets and objects) lies in ``default``, the account jitgate's calls go to; ``*`` in
+    none."""
     accounts = set()
     for item in access:
         parts = item.arn.split(":", 5)
-        if len(parts) == 6 and ACCOUNT_ID.fullmatch(parts[4]):
-            accounts.add(parts[4])
+        if len(parts) != 6:
+            continue  # "*"
+        account = parts[4] or default
+        if ACCOUNT_ID.fullmatch(account):
+            accounts.add(account)
+    return accounts
+
+
+def target_account(access: Iterable[Access], default: str, roles: dict[str, str]) -> str:
+    """The account whose role signs the call: the one account its ARNs lie in, or ``default``.
+
+    A call whose ARNs lie in several accounts is refused as soon as any of them has a role
+    (found in review: an S3 write naming another account's KMS key was signed as that other
+    account, or as jitgate itself, instead of the bucket's account's role); when none has,
+    jitgate's own identity signs it, as without roles."""
+    accounts = accounts_named(access, default)
     if len(accounts) > 1:
-        raise MixedAccounts(
-            f"the call touches resources in several AWS accounts ({', '.join(sorted(accounts))})"
-            "; jitgate signs each call as one account's role"
-        )
+        if any(account in roles for account in accounts):
+            raise MixedAccounts(
+                "the call touches resources in several AWS accounts "
+                f"({', '.join(sorted(accounts))}); jitgate signs each call as one account's role"
+            )
+        return ""  # no role applies to any of them
     return accounts.pop() if accounts else default
 
 
@@ -98,10 +126,13 @@ class RoleSessions:
         assume: AssumeRole,
         clock: Clock,
         run: Callable[..., Awaitable[SessionCredentials]] | None = None,
+        wait_seconds: float = WAIT_SECONDS,
     ) -> None:
         self._assume = assume
         self._clock = clock
-        self._run = run or asyncio.to_thread
+        self._run = run or self._in_pool
+        self._wait_seconds = wait_seconds
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sessions: dict[tuple[str, str], SessionCredentials] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[SessionCredentials]] = {}
 
@@ -124,7 +155,28 @@ class RoleSessions:
             # A task of its own: a caller that gives up (its client left) stops no one else.
             fetching = self._pending[key] = asyncio.ensure_future(self._fetch(key))
             fetching.add_done_callback(self._fetched)
-        return await asyncio.shield(fetching)
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                return await asyncio.shield(fetching)
+        except Exception as exc:
+            kept = self._sessions.get(key)
+            if kept is None or self._clock.now() + KEEP_USING >= kept.expires_at:
+                raise
+            log.warning("renewing %s for %s failed (%r); its session serves meanwhile", *key, exc)
+            return kept
+
+    async def _in_pool(self, *call: object) -> SessionCredentials:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=STS_THREADS, thread_name_prefix="sts-assume-role"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, *call)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def _fetch(self, key: tuple[str, str]) -> SessionCredentials:
         role, agent = key

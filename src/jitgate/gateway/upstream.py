@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.session
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials as BotoCredentials
 
 from jitgate.gateway.http_client import HttpClient, Origin
@@ -97,6 +98,8 @@ class Upstream:
             )
 
     async def close(self) -> None:
+        if self._role_sessions is not None:
+            self._role_sessions.close()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -144,6 +147,10 @@ def sts_assume_role(
                 aws_session_token=frozen.token,
             )
         # A session of its own: botocore sessions are not safe to share between threads.
+        # Short timeouts and few retries: a call waits for this (RoleSessions bounds the wait).
+        options["config"] = BotoConfig(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
+        )
         sts = botocore.session.Session().create_client("sts", **options)
         answer = sts.assume_role(
             RoleArn=role, RoleSessionName=name, SourceIdentity=source, DurationSeconds=seconds
