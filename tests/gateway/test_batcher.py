@@ -608,20 +608,26 @@ def test_a_database_file_deleted_or_replaced_under_the_writer_fails_its_sync(
     assert writer.broken is not None
 
 
+async def refusal_of(writer: AuditWriter, event: NewEvent) -> AuditUnavailable | None:
+    """What ``writer`` refused ``event`` with (None: it was written)."""
+    try:
+        await writer.record(event)
+    except AuditUnavailable as exc:
+        return exc
+    return None
+
+
 def test_a_waiter_is_answered_when_the_disk_hangs(core: Jitgate) -> None:
     """Found in review: a hung fsync left every call hanging with no answer."""
     sqlite_only(core)
     writer = LoopAuditWriter(core.db, core.clock, durability="fsync", wait_seconds=0.2)
     release = hold_fsync(writer)
 
-    async def scenario() -> BaseException | None:
+    async def scenario() -> AuditUnavailable | None:
         try:
-            await writer.record(NewEvent("call.allowed", "agent:a"))
-        except AuditNotDurable as exc:
-            return exc
+            return await refusal_of(writer, NewEvent("call.allowed", "agent:a"))
         finally:
             release.set()
-        return None
 
     answered = run_with(writer, scenario)
     assert isinstance(answered, AuditNotDurable)
@@ -645,17 +651,14 @@ def test_a_waiter_is_answered_while_another_session_holds_the_chain(core: Jitgat
         holder.execute(text("SELECT * FROM audit_head FOR UPDATE"))
         writer = AuditBatcher(core.db, core.clock, wait_seconds=0.3)
 
-    async def scenario() -> BaseException | None:
+    async def scenario() -> AuditUnavailable | None:
         try:
-            await writer.record(NewEvent("call.allowed", "agent:a"))
-        except AuditNotDurable as exc:
-            return exc
+            return await refusal_of(writer, NewEvent("call.allowed", "agent:a"))
         finally:
             if core.db.dialect == "sqlite":
                 holder.execute("COMMIT")
             else:
                 holder.rollback()
-        return None
 
     try:
         assert isinstance(run_with(writer, scenario), AuditNotDurable)
