@@ -146,10 +146,8 @@ def test_a_download_is_cut_off_when_its_grant_is_revoked(stack: Stack) -> None:
     assert record.data["bytes_out"] < len(body)
 
 
-def test_a_one_call_grant_does_not_stop_the_call_that_used_it(stack: Stack) -> None:
-    """A one-call grant is ``used`` by the call it lets through, in the same transaction: that
-    status must not cut off the call itself when its upload is re-checked."""
-    key = f"in-flight/{uuid.uuid4().hex}"
+def one_call_grant(stack: Stack, key: str) -> GrantInfo:
+    """A live grant for one PutObject of ``key`` (approved if policy wants a human)."""
     agent = stack.agent("one-call")
     response = httpx.post(
         f"{stack.control_url}/v1/grants",
@@ -168,12 +166,38 @@ def test_a_one_call_grant_does_not_stop_the_call_that_used_it(stack: Stack) -> N
     if grant.status == "pending":
         stack.core.grants.approve(stack.approver, grant.id, "e2e")
         grant = stack.fetch_grant(grant)
+    return grant
+
+
+def test_a_one_call_grant_does_not_stop_the_call_that_used_it(stack: Stack) -> None:
+    """A one-call grant is ``used`` by the call it lets through, in the same transaction: that
+    status must not cut off the call itself when its upload is re-checked."""
+    key = f"in-flight/{uuid.uuid4().hex}"
+    grant = one_call_grant(stack, key)
 
     uploaded = upload_pausing_midway(stack, grant, key, lambda: time.sleep(PAST_THE_NEXT_CHECK))
 
     assert uploaded.status_code == 200, uploaded.text
     assert stored(stack, key)
     assert stack.fetch_grant(grant).status == "used"
+
+
+def test_revoking_a_one_call_grant_stops_the_call_that_used_it(stack: Stack) -> None:
+    """Found in review: the call in flight had already made its one-call grant ``used``, which
+    revocation refused (409), so the upload could be stopped only by disabling the agent."""
+    key = f"in-flight/{uuid.uuid4().hex}"
+    grant = one_call_grant(stack, key)
+
+    def revoke_midway() -> None:
+        revoke(stack, grant)
+        time.sleep(PAST_THE_NEXT_CHECK)
+
+    response = upload_pausing_midway(stack, grant, key, revoke_midway)
+
+    assert response.status_code == 403, response.text
+    assert not stored(stack, key)
+    assert stack.fetch_grant(grant).status == "revoked"
+    assert "was revoked; the upload was stopped mid-body" in outcome(stack, grant.id).data["error"]
 
 
 def test_a_body_that_arrives_after_expiry_is_checked_at_that_instant(

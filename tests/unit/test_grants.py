@@ -421,7 +421,7 @@ def test_expiry(core: Jitgate, agent: Principal, clock: FakeClock) -> None:
         {"at": "2026-11-28T12:01:00.000Z"},
     )
     assert core.grants.sweep() == (0, 0)
-    with pytest.raises(Conflict, match="only active or pending grants can be revoked"):
+    with pytest.raises(Conflict, match="only active, pending or used grants can be revoked"):
         core.grants.revoke(agent, grant.id)
 
 

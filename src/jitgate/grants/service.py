@@ -651,9 +651,12 @@ class GrantService:
                     raise NotYours(f"no grant {grant_id!r}")
             elif not principal.is_admin():
                 raise Forbidden("only the owning agent or an admin can revoke a grant")
-            if grant.status not in (states.ACTIVE, states.PENDING):
+            # A used one-call grant too: its one call may still be streaming, and revoking is
+            # how an operator stops it (found in review: it answered 409 and the upload went on).
+            if grant.status not in (states.ACTIVE, states.PENDING, states.USED):
                 raise Conflict(
-                    f"grant {grant_id} is {grant.status}; only active or pending grants can be revoked"
+                    f"grant {grant_id} is {grant.status}; only active, pending or used grants "
+                    "can be revoked"
                 )
             event = NewEvent(
                 "grant.revoked",

@@ -3,6 +3,7 @@
 requested -> denied | pending | active
 pending   -> active (approved) | denied | lapsed | revoked (withdrawn)
 active    -> expired | revoked | used (a one-exact-call grant after its call)
+used      -> revoked (its call may still be streaming: revoking stops it)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ LAPSED = "lapsed"
 USED = "used"
 
 STATUSES = (PENDING, ACTIVE, DENIED, EXPIRED, REVOKED, LAPSED, USED)
-FINAL = frozenset({DENIED, EXPIRED, REVOKED, LAPSED, USED})
+FINAL = frozenset({DENIED, EXPIRED, REVOKED, LAPSED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     REQUESTED: frozenset({DENIED, PENDING, ACTIVE}),
@@ -29,7 +30,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     EXPIRED: frozenset(),
     REVOKED: frozenset(),
     LAPSED: frozenset(),
-    USED: frozenset(),
+    USED: frozenset({REVOKED}),
 }
 
 
