@@ -712,7 +712,10 @@ class AwsEndpoint:
                     out["content-length"] = headers["content-length"]
             elif "content-length" in headers:
                 out["content-length"] = headers["content-length"]
-            source = self._while_live(source, call)
+            # A body sent upstream chunked ends with a terminator jitgate writes after the last
+            # piece: that end is checked too. One framed by its length is complete with its
+            # last piece, so a check after it could only misreport a call AWS then completes.
+            source = self._while_live(source, call, check_end="content-length" not in out)
             if info.presigned and payload_hash == sigv4.STREAMING_UNSIGNED_TRAILER:
                 payload_hash = sigv4.UNSIGNED_PAYLOAD
             length = out.get("content-length")
@@ -910,16 +913,19 @@ class AwsEndpoint:
             )
         return call.liveness
 
-    async def _while_live(self, source: AsyncIterator[bytes], call: Call) -> AsyncIterator[bytes]:
+    async def _while_live(
+        self, source: AsyncIterator[bytes], call: Call, *, check_end: bool
+    ) -> AsyncIterator[bytes]:
         """The request body's pieces, each sent upstream only while the grant is live: a body
         cut off mid-way is never completed upstream, so AWS does not act on it."""
         liveness = self._liveness(call)
         async for chunk in source:
             self._check_upload(liveness)
             yield chunk
-        # Once more before the end of the body is sent: a chunked body's last bytes (its
-        # terminator) may come long after its last piece (found in review).
-        self._check_upload(liveness)
+        if check_end:
+            # A chunked body's end (its terminator) may come long after its last piece, and
+            # completes the upload (found in review).
+            self._check_upload(liveness)
 
     @staticmethod
     def _check_upload(liveness: StreamLiveness) -> None:
