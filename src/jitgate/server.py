@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import boto3
 import uvicorn
 from botocore.credentials import Credentials as BotoCredentials
 
@@ -28,7 +27,7 @@ from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
 from jitgate.gateway.lookup import GrantLookup
 from jitgate.gateway.roles import RoleSessions
-from jitgate.gateway.upstream import Upstream, sts_assume_role
+from jitgate.gateway.upstream import Upstream, sts_assume_role, sts_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,16 +54,8 @@ def discover_account_id(
     upstream_endpoint: str | None, credentials: BotoCredentials | None, region: str
 ) -> str:
     """The account jitgate's own identity belongs to (ARNs default to it)."""
-    kwargs: dict[str, object] = {"region_name": region}
-    if upstream_endpoint:
-        kwargs["endpoint_url"] = upstream_endpoint
-    if credentials is not None:
-        kwargs.update(
-            aws_access_key_id=credentials.access_key,
-            aws_secret_access_key=credentials.secret_key,
-            aws_session_token=credentials.token,
-        )
-    return str(boto3.client("sts", **kwargs).get_caller_identity()["Account"])  # type: ignore[call-overload]
+    sts = sts_client(credentials, region, upstream_endpoint)
+    return str(sts.get_caller_identity()["Account"])
 
 
 def build_aws_endpoint(

@@ -162,8 +162,13 @@ class LoopAuditWriter:
             if not (self._pending or self._in_thread or self._syncing or self._unsynced):
                 break
             await asyncio.sleep(0.001)
-        handles = (self._flush_handle, self._retry_handle, self._sync_timer, self._sync_watch)
-        for handle in (*handles, self._thread_watch):
+        for handle in (
+            self._flush_handle,
+            self._retry_handle,
+            self._sync_timer,
+            self._sync_watch,
+            self._thread_watch,
+        ):
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._retry_handle = self._sync_timer = None

@@ -76,8 +76,10 @@ class AuditBatcher:
         self._accepting = threading.Lock()  # orders record() against stop()
         self._stopped = False
         self._connection = DedicatedConnection(db, autocommit=False)
-        self._backend_pid: int | None = None  # the server session of _connection (PostgreSQL)
-        self._session_of: object = None  # the DBAPI connection _backend_pid belongs to
+        # The server session (PostgreSQL's backend pid) of the DBAPI connection _session_of:
+        # re-read whenever _connection has been replaced since.
+        self._backend_pid: int | None = None
+        self._session_of: object = None
         self.failures = 0
         self.batches = 0
         self.written = 0
@@ -168,7 +170,6 @@ class AuditBatcher:
         chain is read only once that session is gone, so that what it shows is final."""
         old_session = self._backend_pid
         self._connection.drop()
-        self._backend_pid = None
         try:
             txn = self._connection.begin()
             try:
@@ -179,12 +180,11 @@ class AuditBatcher:
         except Exception as exc:  # noqa: BLE001 - cannot tell: as unconfirmed
             log.error("audit write: could not check an unconfirmed COMMIT: %s", exc)
             landed = None
-        if landed is None:
-            log.error("audit write: cannot tell whether a COMMIT whose answer was lost landed")
         if landed:
             log.warning("audit write: a COMMIT whose answer was lost had committed")
             return unconfirmed.results
         if landed is None:
+            log.error("audit write: cannot tell whether a COMMIT whose answer was lost landed")
             raise _MaybeWritten(str(unconfirmed)) from unconfirmed
         raise unconfirmed
 
@@ -223,7 +223,6 @@ class AuditBatcher:
         except Exception as exc:
             self.failures += 1
             self._connection.drop()  # it may be the connection that broke
-            self._backend_pid = None
             log.error("audit write failed for %d events: %s", len(batch), exc)
             error = AuditNotDurable(NOT_DURABLE) if isinstance(exc, _MaybeWritten) else None
             outcomes = [error or AuditUnavailable(UNAVAILABLE)] * len(batch)

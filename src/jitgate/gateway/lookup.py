@@ -110,12 +110,7 @@ class GrantLookup:
         """``grant`` with its status, expiry and agent's flag read now (None if it is gone):
         for a call that streams long after it was checked (see jitgate.gateway.liveness)."""
         row = self._fetchone(self._refresh, (grant.id,))
-        if row is None:
-            return None
-        status, expires_at, disabled = row
-        return replace(
-            grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
-        )
+        return None if row is None else _as_read(grant, row)
 
     def _fetchone(self, sql: str, params: tuple[str, ...]) -> tuple[Any, ...] | None:
         with self._lock:
@@ -159,8 +154,13 @@ def refreshed(txn: DriverTxn, grant: GatewayGrant) -> GatewayGrant:
     key = ("grant", grant.id)
     fresh = txn.memo.get(key)
     if fresh is None:
-        status, expires_at, disabled = txn.one(_REFRESH, (grant.id,))
-        fresh = txn.memo[key] = replace(
-            grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
-        )
+        fresh = txn.memo[key] = _as_read(grant, txn.one(_REFRESH, (grant.id,)))
     return fresh
+
+
+def _as_read(grant: GatewayGrant, row: tuple[Any, ...]) -> GatewayGrant:
+    """``grant`` with the status, expiry and agent's flag of a ``_REFRESH`` row."""
+    status, expires_at, disabled = row
+    return replace(
+        grant, status=status, expires_at=utc_from_db(expires_at), agent_disabled=bool(disabled)
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -154,7 +155,7 @@ class RoleSessions:
         if fetching is None:
             # A task of its own: a caller that gives up (its client left) stops no one else.
             fetching = self._pending[key] = asyncio.ensure_future(self._fetch(key))
-            fetching.add_done_callback(self._fetched)
+            fetching.add_done_callback(functools.partial(self._fetched, key))
         try:
             async with asyncio.timeout(self._wait_seconds):
                 return await asyncio.shield(fetching)
@@ -186,9 +187,7 @@ class RoleSessions:
         self._sessions[key] = session
         return session
 
-    def _fetched(self, task: asyncio.Future[SessionCredentials]) -> None:
-        for key, pending in list(self._pending.items()):
-            if pending is task:
-                del self._pending[key]
+    def _fetched(self, key: tuple[str, str], task: asyncio.Future[SessionCredentials]) -> None:
+        del self._pending[key]
         if not task.cancelled():
             task.exception()  # retrieved here: whoever still waits gets it too

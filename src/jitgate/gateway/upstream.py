@@ -129,6 +129,28 @@ class Upstream:
         return SigningIdentity(frozen.access_key, frozen.secret_key, frozen.token)
 
 
+def sts_client(
+    credentials: BotoCredentials | None,
+    region: str,
+    endpoint_override: str | None,
+    config: BotoConfig | None = None,
+) -> Any:
+    """A botocore STS client signed by jitgate's own identity (``credentials``, else the
+    credential chain), at the region's endpoint or the override's. Each has a botocore session
+    of its own: sessions are not safe to share between threads."""
+    options: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint_override:
+        options["endpoint_url"] = endpoint_override
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        options.update(
+            aws_access_key_id=frozen.access_key,
+            aws_secret_access_key=frozen.secret_key,
+            aws_session_token=frozen.token,
+        )
+    return botocore.session.Session().create_client("sts", **options)
+
+
 def sts_assume_role(
     credentials: BotoCredentials | None, region: str, endpoint_override: str | None
 ) -> AssumeRole:
@@ -136,22 +158,11 @@ def sts_assume_role(
     runs it in a worker thread). The STS endpoint is the region's, or the override's."""
 
     def assume(role: str, name: str, source: str, seconds: int) -> SessionCredentials:
-        options: dict[str, Any] = {"region_name": region}
-        if endpoint_override:
-            options["endpoint_url"] = endpoint_override
-        if credentials is not None:
-            frozen = credentials.get_frozen_credentials()
-            options.update(
-                aws_access_key_id=frozen.access_key,
-                aws_secret_access_key=frozen.secret_key,
-                aws_session_token=frozen.token,
-            )
-        # A session of its own: botocore sessions are not safe to share between threads.
         # Short timeouts and few retries: a call waits for this (RoleSessions bounds the wait).
-        options["config"] = BotoConfig(
+        config = BotoConfig(
             connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"}
         )
-        sts = botocore.session.Session().create_client("sts", **options)
+        sts = sts_client(credentials, region, endpoint_override, config)
         answer = sts.assume_role(
             RoleArn=role, RoleSessionName=name, SourceIdentity=source, DurationSeconds=seconds
         )["Credentials"]
