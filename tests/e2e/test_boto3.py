@@ -478,3 +478,32 @@ def test_assume_role_cannot_hand_out_credentials_that_outlive_the_grant(stack: S
         assert "longer than the" in error["Message"] and grant.id in error["Message"]
     denied = stack.wait_events(grant.id, lambda events: len(events) >= 2)
     assert [e.type for e in denied] == ["call.denied", "call.denied"]
+
+
+def test_a_presigned_link_to_lambda_code_is_handed_out_only_while_the_grant_outlasts_it(
+    stack: Stack,
+) -> None:
+    """GetFunction answers with a presigned link to the function's code that works for ten
+    minutes without jitgate: it is refused while the grant has less than that left."""
+    function = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:report-fn"
+    short = stack.grant(["lambda:GetFunction"], [function], duration=300)
+    with pytest.raises(ClientError) as info:
+        stack.client("lambda", short.creds).get_function(FunctionName="report-fn")
+    error = info.value.response["Error"]
+    assert error["Code"] == "AccessDenied"
+    assert "presigned link valid for 600 seconds" in error["Message"]
+    assert short.id in error["Message"]
+    denied = stack.wait_events(short.id, lambda events: len(events) >= 1)
+    assert [e.type for e in denied] == ["call.denied"]
+
+    long = stack.grant(["lambda:GetFunction"], [function], duration=900)
+    try:
+        stack.client("lambda", long.creds).get_function(FunctionName="report-fn")
+    except ClientError as exc:
+        # moto's auth mode refuses Lambda's signatures, even direct ones: what matters here is
+        # that jitgate let the call through and relayed moto's answer.
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert "presigned link" not in str(exc)
+    events = stack.wait_events(long.id, lambda events: len(events) >= 2)
+    assert [e.type for e in events] == ["call.allowed", "call.completed"]
+    assert events[1].data["status"] == 403  # moto's answer, relayed

@@ -475,7 +475,7 @@ class AwsEndpoint:
             at = call.checked_at = self.clock.now()
             fresh = refreshed(txn, grant)
             check_live(fresh, at)
-            outlives = credentials_outliving(operation, fresh.expires_at or at, at)
+            outlives = outliving_grant(operation, fresh.expires_at or at, at)
             if outlives is not None:
                 raise AwsError("AccessDenied", f"grant {grant.id}: {outlives}")
             # A one-exact-call grant is used up by the call it lets through, in this same
@@ -1173,19 +1173,36 @@ def _may_have_body(headers: dict[str, str]) -> bool:
 
 # STS returns AWS credentials that work without jitgate until they expire (AWS's default).
 _VENDED_CREDENTIALS_DEFAULT_SECONDS = {("sts", "AssumeRole"): 3600}
+# Lambda answers that carry a presigned link to the function's code or a layer's archive: it
+# works without jitgate, for 10 minutes, whatever happens to the grant.
+_CODE_LINK_SECONDS = {
+    ("lambda", "GetFunction"): 600,
+    ("lambda", "GetLayerVersion"): 600,
+    ("lambda", "GetLayerVersionByArn"): 600,
+    ("lambda", "PublishLayerVersion"): 600,
+}
 
 
-def credentials_outliving(operation: Operation, expires_at: datetime, now: datetime) -> str | None:
-    """Why a call would hand the agent credentials that outlive its grant, or None.
+def outliving_grant(operation: Operation, expires_at: datetime, now: datetime) -> str | None:
+    """Why a call's answer would hand the agent something that outlives its grant, or None.
 
-    When a grant expires the agent must hold nothing that works: credentials STS vends for the
-    agent (a grant for sts:AssumeRole, approved by a human) may last no longer than the grant.
+    When a grant expires the agent must hold nothing that works. Credentials STS vends for the
+    agent (a grant for sts:AssumeRole, approved by a human) may last no longer than the grant,
+    and a presigned link to Lambda code (valid 10 minutes) is handed out only while the grant
+    has that long left.
     """
-    default = _VENDED_CREDENTIALS_DEFAULT_SECONDS.get((operation.service, operation.name))
+    key = (operation.service, operation.name)
+    left = int((expires_at - now).total_seconds())
+    link = _CODE_LINK_SECONDS.get(key)
+    if link is not None and link > left:
+        return (
+            f"{operation.service}:{operation.name} answers with a presigned link valid for "
+            f"{link} seconds, longer than the {max(left, 0)} seconds left on the grant"
+        )
+    default = _VENDED_CREDENTIALS_DEFAULT_SECONDS.get(key)
     if default is None:
         return None
     asked = operation.params.get("DurationSeconds", default)
-    left = int((expires_at - now).total_seconds())
     if not isinstance(asked, int) or asked > left:
         return (
             f"{operation.service}:{operation.name} would return credentials valid for "

@@ -4,7 +4,7 @@ GetCallerIdentity needs no scope: the gateway answers it itself with the grant's
 AssumeRole needs ``sts:AssumeRole`` on the role, plus ``sts:TagSession`` when it passes session
 tags, ``sts:SetSourceIdentity`` when it sets a source identity and ``sts:SetContext`` when it
 passes provided contexts (all on the role); the gateway also refuses it when the credentials it
-would return outlive the grant (``jitgate.gateway.app.credentials_outliving``), so an expired
+would return outlive the grant (``jitgate.gateway.app.outliving_grant``), so an expired
 grant leaves nothing that works. Every other STS operation is refused: jitgate does not mint
 further credentials for agents.
 """
