@@ -19,7 +19,7 @@ from jitgate.clock import Clock
 from jitgate.config import load_settings
 from jitgate.core import Jitgate, build, init_home
 
-console = Console()
+console = Console(width=int(os.environ.get("COLUMNS", "160")))
 PG_ADMIN_URL = os.environ.get(
     "JITGATE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
