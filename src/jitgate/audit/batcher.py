@@ -94,6 +94,13 @@ class AuditWriter(Protocol):
 
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int: ...
 
+    def submit(self, event: NewEvent, guard: Guard | None = None) -> asyncio.Future[int]:
+        """``record`` in two steps: the event is queued now (refused at once, with
+        AuditUnavailable, if it cannot be), and the future answers when it is durable. The
+        caller must await the future before it acts on the event: work that only prepares
+        (nothing sent, nothing changed) may run meanwhile."""
+        ...
+
     def record_nowait(self, event: NewEvent) -> None: ...
 
 

@@ -222,6 +222,9 @@ class LoopAuditWriter:
 
     # recording
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
+        return await self.submit(event, guard)
+
+    def submit(self, event: NewEvent, guard: Guard | None = None) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._accepting:  # stop() in another thread takes _pending after it refuses
@@ -233,7 +236,7 @@ class LoopAuditWriter:
                 raise AuditUnavailable(self.overdue)
             self._pending.append(Item(event, future, guard))
         self._schedule(loop, urgent=True)
-        return await future
+        return future
 
     def record_nowait(self, event: NewEvent) -> None:
         with self._accepting:

@@ -103,6 +103,9 @@ class AuditBatcher:
         self._connection.close()
 
     async def record(self, event: NewEvent, guard: Guard | None = None) -> int:
+        return await self.submit(event, guard)
+
+    def submit(self, event: NewEvent, guard: Guard | None = None) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         with self._accepting:
@@ -110,10 +113,8 @@ class AuditBatcher:
                 raise AuditUnavailable(NOT_RUNNING)
             self._queue.put(_Queued(Item(event, future, guard), loop))
         deadline = loop.call_later(self.wait_seconds, expire, future, self.wait_seconds)
-        try:
-            return await future
-        finally:
-            deadline.cancel()
+        future.add_done_callback(lambda _: deadline.cancel())
+        return future
 
     def record_nowait(self, event: NewEvent) -> None:
         with self._accepting:

@@ -305,6 +305,11 @@ class AwsEndpoint:
                 self._record_outcome(
                     call, call.status or 500, error="jitgate failed to forward the call"
                 )
+            elif call.recording and not call.outcome_recorded:
+                # Its call.allowed may have been written: the outcome says nothing was sent.
+                self._record_outcome(
+                    call, 500, error="not forwarded: jitgate failed before sending the call"
+                )
             if call.status:
                 return  # the response had begun: uvicorn closes the connection, cutting it short
             await self._send_error(
@@ -488,17 +493,33 @@ class AwsEndpoint:
                     raise AwsError("AccessDenied", used)
 
         call.recording = True
+        recorded = self.batcher.submit(
+            NewEvent(
+                "call.allowed",
+                f"agent:{grant.agent}",
+                agent=grant.agent,
+                grant_id=grant.id,
+                data=data,
+            ),
+            guard=still_live,
+        )
+        outbound: _Outbound | None = None
         try:
-            await self.batcher.record(
-                NewEvent(
-                    "call.allowed",
-                    f"agent:{grant.agent}",
-                    agent=grant.agent,
-                    grant_id=grant.id,
-                    data=data,
-                ),
-                guard=still_live,
-            )
+            if not _answered_locally(operation):
+                # The upstream request is built and signed while the event is made durable
+                # (once the writer has begun the batch, so during its fsync): nothing is sent
+                # before the event is on disk.
+                await asyncio.sleep(0)
+                outbound = self._outbound(call, destination, request, info, body, decoder, receive)
+        except asyncio.CancelledError:
+            recorded.cancel()  # not written if it was not yet; its outcome follows if it was
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):  # the log says it was allowed, then not sent
+                await recorded
+            raise
+        try:
+            await recorded
         except AuditNotDurable as exc:
             # In the log (or about to be), but not known to be on disk: the call is not
             # forwarded, and the log says so.
@@ -507,10 +528,10 @@ class AwsEndpoint:
             raise
         call.allowed = True
 
-        if _answered_locally(operation):
+        if outbound is None:
             await self._caller_identity(call, send)
             return
-        await self._forward(call, destination, request, info, body, decoder, receive, send)
+        await self._forward(call, outbound, receive, send)
 
     async def _sign_as_role(self, call: Call, agent: str) -> None:
         """Sign as the role configured for the call's target account, if there is one; its
@@ -659,7 +680,7 @@ class AwsEndpoint:
         )
 
     # --- forwarding ---------------------------------------------------------------------------
-    async def _forward(
+    def _outbound(
         self,
         call: Call,
         destination: Destination,
@@ -668,10 +689,9 @@ class AwsEndpoint:
         body: bytes | None,
         decoder: sigv4.ChunkedPayloadDecoder | None,
         receive: Receive,
-        send: Send,
-    ) -> None:
-        client = self.upstream.client
-        assert client is not None, "upstream not started"
+    ) -> _Outbound:
+        """The upstream request, re-signed with jitgate's identity; nothing is sent yet (the
+        body's stream is not read until the request is)."""
         headers = call.headers
         raw_path = call.raw_path
         if request.bucket_from_host:
@@ -751,14 +771,21 @@ class AwsEndpoint:
             # the 100 reaches the client only when AWS sends one. An upload AWS refuses at once
             # (403, 400) is then answered with AWS's own error, its body never sent.
             expect_continue = "100-continue" in headers.get("expect", "").lower()
+        return _Outbound(
+            destination.origin, destination.target(raw_path, query), out, data, expect_continue
+        )
+
+    async def _forward(self, call: Call, outbound: _Outbound, receive: Receive, send: Send) -> None:
+        client = self.upstream.client
+        assert client is not None, "upstream not started"
         try:
             async with client.exchange(
                 call.method,
-                destination.origin,
-                destination.target(raw_path, query),
-                out,
-                data,
-                expect_continue=expect_continue,
+                outbound.origin,
+                outbound.target,
+                outbound.headers,
+                outbound.data,
+                expect_continue=outbound.expect_continue,
             ) as response:
                 call.upstream_request_id = _upstream_request_id(response)
                 await self._relay(call, response, receive, send)
@@ -940,6 +967,17 @@ class AwsEndpoint:
         call.status = 499  # nginx's "client closed request": no status reached the client
         call.ended_early = why
         log.info("call %s: %s", call.request_id, why)
+
+
+@dataclass
+class _Outbound:
+    """An upstream request built and signed, not yet sent."""
+
+    origin: str
+    target: str
+    headers: dict[str, str]
+    data: Any  # bytes, a stream of pieces, or None
+    expect_continue: bool
 
 
 def _upstream_request_id(answer: Response | MalformedAnswer) -> str | None:
