@@ -25,6 +25,7 @@ from jitgate.awsapi import operations
 from jitgate.bounded_http import AwsBoundedHeadProtocol, BoundedHeadProtocol
 from jitgate.core import Jitgate
 from jitgate.gateway.app import AwsEndpoint
+from jitgate.gateway.cutoff import quiet_on_purpose_cut_offs
 from jitgate.gateway.lookup import GrantLookup
 from jitgate.gateway.roles import RoleSessions
 from jitgate.gateway.upstream import Upstream, sts_assume_role, sts_client
@@ -107,6 +108,7 @@ def _server(app: object, host: str, port: int, **kwargs: object) -> uvicorn.Serv
         lifespan="off",
         **kwargs,  # type: ignore[arg-type]
     )
+    quiet_on_purpose_cut_offs()  # after uvicorn's logging set-up (in Config)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     return server

@@ -35,6 +35,7 @@ from jitgate.awsapi.types import Access, AwsRequest, Operation, UnsupportedOpera
 from jitgate.clock import Clock
 from jitgate.errors import AuditNotDurable, AuditUnavailable
 from jitgate.gateway import quoting
+from jitgate.gateway.cutoff import cut_off_on_purpose
 from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
@@ -802,6 +803,7 @@ class AwsEndpoint:
                 call.upstream_request_id = _upstream_request_id(exc)
             if call.status:
                 log.warning("upstream failed mid-response on call %s: %s", call.request_id, exc)
+                cut_off_on_purpose()  # the client must not take the part it got for the whole
                 self._record_outcome(call, 502, error=f"upstream failed mid-response: {exc}")
                 return
             if malformed:  # it answered, but not in HTTP that can be passed on
@@ -873,6 +875,7 @@ class AwsEndpoint:
             response.close()
             call.ended_early = f"stopped mid-response: {ended.error.message}"
             log.info("call %s: %s", call.request_id, call.ended_early)
+            cut_off_on_purpose()
         except ClientStalled:
             self._ended_early(
                 call, response, f"the client stopped reading for {CLIENT_STALL_SECONDS:g} s"
@@ -966,6 +969,7 @@ class AwsEndpoint:
         response.close()  # the rest is not read from AWS
         call.status = 499  # nginx's "client closed request": no status reached the client
         call.ended_early = why
+        cut_off_on_purpose()
         log.info("call %s: %s", call.request_id, why)
 
 
