@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jitgate.errors import InvalidRequest
-from jitgate.gateway.roles import parse_roles
+from jitgate.gateway.roles import parse_bucket_accounts, parse_roles
 from jitgate.policy.durations import parse_duration
 from jitgate.store.db import sqlite_url
 
@@ -53,6 +53,9 @@ region = "us-east-1"
 # "123456789012" = "arn:aws:iam::123456789012:role/jitgate-agents"
 # (the role trusts jitgate's own identity for sts:AssumeRole and sts:SetSourceIdentity;
 #  CloudTrail then names the agent; see docs/decisions.md, D15)
+
+# [aws.bucket_accounts]   # S3 ARNs name no account: the account a bucket is in, when it is
+# "partner-exports" = "210987654321"   # not the default one (S3 must then find that owner)
 
 [audit]   # signed checkpoints and write-once copies (docs/audit-integrity.md)
 # When a call may go upstream (docs/decisions.md, D9): "fsync" once its "allowed" event is on
@@ -100,6 +103,7 @@ class Settings:
     aws_account_id: str | None = None
     upstream_endpoint: str | None = None
     aws_roles: dict[str, str] = field(default_factory=dict)  # account id -> role ARN
+    aws_bucket_accounts: dict[str, str] = field(default_factory=dict)  # bucket -> account id
     audit_durability: str = "fsync"
     failures_per_source: int = 20  # a minute, written one by one (audit/flood.py)
     failures_overall: int = 200
@@ -150,6 +154,7 @@ def load_settings(home: Path | None = None) -> Settings:
         failure_limits.append(value)
     try:
         roles = parse_roles(aws.get("roles", {}))
+        bucket_accounts = parse_bucket_accounts(aws.get("bucket_accounts", {}))
     except ValueError as exc:
         raise InvalidRequest(f"{config_path}: {exc}") from None
     sensitive = grants.get("sensitive_arns", [])
@@ -168,6 +173,7 @@ def load_settings(home: Path | None = None) -> Settings:
         aws_account_id=aws.get("account_id"),
         upstream_endpoint=aws.get("upstream_endpoint"),
         aws_roles=roles,
+        aws_bucket_accounts=bucket_accounts,
         audit_durability=durability,
         failures_per_source=failure_limits[0],
         failures_overall=failure_limits[1],

@@ -90,6 +90,7 @@ def build_aws_endpoint(
             credentials=credentials,
             roles=roles,
             role_sessions=sessions,
+            bucket_accounts=settings.aws_bucket_accounts,
         ),
         clock=core.clock,
         account_id=account,

@@ -264,6 +264,7 @@ def start_stack(
     failures: FailureThrottle | None = None,
     shutdown_grace: float = 2.0,
     roles: dict[str, str] | None = None,
+    bucket_accounts: dict[str, str] | None = None,
 ) -> Stack:
     """A running jitgate over a fresh ``home``; ``tls`` = (certificate, key) for the AWS
     endpoint."""
@@ -276,6 +277,7 @@ def start_stack(
         database_url=database_url or sqlite_url(home / "jitgate.db"),
         failures_per_source=1_000_000,
         failures_overall=1_000_000,
+        aws_bucket_accounts=bucket_accounts or {},
     )
     core = build(settings, SystemClock())
     endpoint = build_aws_endpoint(

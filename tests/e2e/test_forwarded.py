@@ -272,3 +272,33 @@ def test_a_get_or_head_carrying_a_body_is_refused_not_forwarded(
     assert upstream.wait(1, timeout=0.5) == []
     (denied,) = [e for e in stack.events(grant.id) if e.type == "call.denied"]
     assert denied.data["code"] == "InvalidRequest"
+
+
+PARTNER = "210987654321"
+
+
+def test_s3_is_told_the_owner_of_a_bucket_listed_in_another_account(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """[aws.bucket_accounts] says which account a bucket is in: S3 gets that account as
+    x-amz-expected-bucket-owner, signed by jitgate, so a call never lands in a bucket of the
+    same name that someone else owns (say, after the bucket was deleted and its name taken).
+    A bucket not listed is sent as before; an owner the agent signed itself stands."""
+    upstream = RecordingUpstream()
+    try:
+        stack = make_stack(upstream=upstream.url, bucket_accounts={"partner-exports": PARTNER})
+        grant = stack.grant(
+            ["s3:GetObject"],
+            ["arn:aws:s3:::partner-exports/2026/q3.csv", "arn:aws:s3:::reports/2026/q3.csv"],
+        )
+        s3 = stack.client("s3", grant.creds)
+        s3.get_object(Bucket="partner-exports", Key="2026/q3.csv")
+        s3.get_object(Bucket="reports", Key="2026/q3.csv")
+        s3.get_object(Bucket="partner-exports", Key="2026/q3.csv", ExpectedBucketOwner="1" * 12)
+        listed, unlisted, own = upstream.wait(3)
+        assert listed.headers["x-amz-expected-bucket-owner"] == PARTNER
+        signed = listed.headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
+        assert "x-amz-expected-bucket-owner" in signed.split(";")
+        assert "x-amz-expected-bucket-owner" not in unlisted.headers
+        assert own.headers["x-amz-expected-bucket-owner"] == "1" * 12
+        s3.close()
+    finally:
+        upstream.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jitgate.awsapi.types import Access
+from jitgate.awsapi.types import Access, Operation
 from jitgate.clock import FakeClock
 from jitgate.config import load_settings
 from jitgate.errors import InvalidRequest
@@ -19,6 +19,8 @@ from jitgate.gateway.roles import (
     MixedAccounts,
     RoleSessions,
     SessionCredentials,
+    expected_bucket_owner,
+    parse_bucket_accounts,
     parse_roles,
     session_name,
     source_identity,
@@ -72,6 +74,61 @@ def test_the_roles_table_is_read_from_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "jitgate.toml").write_text(f'[aws.roles]\n"{HOME}" = "{ROLE}"\n')
     with pytest.raises(InvalidRequest, match="jitgate.toml: .*is in account"):
         load_settings(tmp_path)
+
+
+def test_a_listed_bucket_is_in_its_listed_account() -> None:
+    """S3 ARNs name no account: [aws.bucket_accounts] says where a bucket is, so a call on a
+    partner's bucket is signed as that account's role, not the default account's."""
+    roles = {HOME: f"arn:aws:iam::{HOME}:role/r", OTHER: ROLE}
+    buckets = {"partner-exports": OTHER}
+    listed = Access("s3:GetObject", "arn:aws:s3:::partner-exports/2026/q3.csv")
+    whole = Access("s3:ListBucket", "arn:aws:s3:::partner-exports")
+    other = Access("s3:GetObject", "arn:aws:s3:::reports/q3.csv")
+    assert target_account([listed, whole], HOME, roles, buckets) == OTHER
+    assert target_account([other], HOME, roles, buckets) == HOME
+    # A bucket whose name only starts like a listed one is not it.
+    near = Access("s3:GetObject", "arn:aws:s3:::partner-exports-old/q3.csv")
+    assert target_account([near], HOME, roles, buckets) == HOME
+    # A copy between a listed bucket and another account's is two accounts: one role cannot
+    # sign it.
+    with pytest.raises(MixedAccounts, match=f"{HOME}, {OTHER}"):
+        target_account([listed, other], HOME, roles, buckets)
+    # Only S3 ARNs are looked up: an empty account field elsewhere stays the default.
+    zone = Access("route53:GetHostedZone", "arn:aws:route53:::hostedzone/partner-exports")
+    assert target_account([zone], HOME, roles, buckets) == HOME
+
+
+def test_the_bucket_accounts_table_is_checked(tmp_path: Path) -> None:
+    assert parse_bucket_accounts({"partner-exports": OTHER}) == {"partner-exports": OTHER}
+    with pytest.raises(ValueError, match="not an S3 bucket name"):
+        parse_bucket_accounts({"Partner_Exports": OTHER})
+    with pytest.raises(ValueError, match="12-digit"):
+        parse_bucket_accounts({"partner-exports": "2222"})
+    with pytest.raises(ValueError, match="12-digit"):
+        parse_bucket_accounts({"partner-exports": 222222222222})
+    with pytest.raises(ValueError, match="must be a table"):
+        parse_bucket_accounts("partner-exports")
+    (tmp_path / "jitgate.toml").write_text(
+        f'[aws.bucket_accounts]\n"partner-exports" = "{OTHER}"\n'
+    )
+    assert load_settings(tmp_path).aws_bucket_accounts == {"partner-exports": OTHER}
+    (tmp_path / "jitgate.toml").write_text('[aws.bucket_accounts]\n"partner-exports" = "x"\n')
+    with pytest.raises(InvalidRequest, match="jitgate.toml: .*12-digit"):
+        load_settings(tmp_path)
+
+
+def test_s3_is_told_which_account_owns_a_listed_bucket() -> None:
+    buckets = {"partner-exports": OTHER}
+    get = Operation("s3", "GetObject", {"Bucket": "partner-exports", "Key": "k"})
+    assert expected_bucket_owner(get, buckets) == OTHER
+    unlisted = Operation("s3", "GetObject", {"Bucket": "reports", "Key": "k"})
+    assert expected_bucket_owner(unlisted, buckets) is None
+    # ListBuckets has no bucket; CreateBucket takes no ExpectedBucketOwner (per its model).
+    assert expected_bucket_owner(Operation("s3", "ListBuckets", {}), buckets) is None
+    create = Operation("s3", "CreateBucket", {"Bucket": "partner-exports"})
+    assert expected_bucket_owner(create, buckets) is None
+    table = Operation("dynamodb", "GetItem", {"TableName": "partner-exports"})
+    assert expected_bucket_owner(table, buckets) is None
 
 
 def test_the_session_names_the_agent_as_aws_allows() -> None:

@@ -355,6 +355,13 @@ def needs_body(service: str, operation_name: str) -> bool:
     return any(m.serialization.get("location") is None for m in shape.members.values())
 
 
+@functools.cache
+def takes_member(service: str, operation_name: str, member: str) -> bool:
+    """Whether the operation's input has ``member`` (per its botocore model)."""
+    shape = _index(service).model.operation_model(operation_name).input_shape
+    return shape is not None and member in shape.members
+
+
 def parse_copy_source(value: str) -> dict[str, str]:
     """Decode an S3 ``x-amz-copy-source`` value: ``[/]bucket/key[?versionId=id]``.
 

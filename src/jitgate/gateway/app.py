@@ -40,7 +40,7 @@ from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
-from jitgate.gateway.roles import MixedAccounts, target_account
+from jitgate.gateway.roles import MixedAccounts, expected_bucket_owner, target_account
 from jitgate.gateway.stall import ClientStalled, StallWatch
 from jitgate.gateway.upstream import Destination, SigningIdentity, Upstream
 from jitgate.grants.credentials import MasterKey
@@ -539,7 +539,9 @@ class AwsEndpoint:
         session is assumed (once per agent and hour) before the call is recorded as allowed,
         so a role jitgate cannot assume refuses the call instead of failing it."""
         try:
-            account = target_account(call.access, self.account_id, self.upstream.roles)
+            account = target_account(
+                call.access, self.account_id, self.upstream.roles, self.upstream.bucket_accounts
+            )
         except MixedAccounts as exc:
             raise AwsError("InvalidRequest", str(exc)) from None
         role = self.upstream.roles.get(account)
@@ -743,6 +745,13 @@ class AwsEndpoint:
             data = source if (length and length != "0") or "transfer-encoding" in headers else None
             if data is None:
                 out["content-length"] = "0"
+        owner = (
+            expected_bucket_owner(call.operation, self.upstream.bucket_accounts)
+            if call.operation is not None
+            else None
+        )
+        if owner is not None and "x-amz-expected-bucket-owner" not in out:
+            out["x-amz-expected-bucket-owner"] = owner  # the agent's own (signed) one stands
         out["host"] = destination.host
         identity = call.signer or self.upstream.identity()
         signed = sigv4.sign_headers(

@@ -8,8 +8,10 @@ record (CloudTrail) names the agent as well as jitgate, and the role's policy bo
 grant can reach in that account.
 
 The target account of a call is the one its resource ARNs name (the grant already covers
-them); calls that name none (S3 ARNs carry no account, ``*``) go to jitgate's default account.
-A call whose ARNs name two accounts cannot be signed by one role and is refused.
+them). S3's ARNs carry no account: a bucket listed in ``[aws.bucket_accounts]`` is in the
+account listed, and S3 is told to expect that owner; any other bucket, like ``*``, is in
+jitgate's default account. A call whose ARNs name two accounts cannot be signed by one role
+and is refused.
 
 Sessions are kept per (role, agent) and renewed before they expire; two calls that need the
 same missing session share one AssumeRole.
@@ -22,17 +24,20 @@ import concurrent.futures
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jitgate.awsapi.types import Access
+from jitgate.awsapi.operations import takes_member
+from jitgate.awsapi.types import Access, Operation
 from jitgate.clock import Clock
 
 log = logging.getLogger(__name__)
 
 ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}")
 ACCOUNT_ID = re.compile(r"\d{12}")
+# S3's rules for a bucket's name (general purpose buckets): 3-63 of a-z 0-9 . -
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 SESSION_SECONDS = 3600  # asked for each session (a role's default maximum)
 RENEW_BEFORE = timedelta(minutes=5)  # a session this close to its end is replaced first
 KEEP_USING = timedelta(minutes=1)  # while renewal fails, a kept session serves until this close
@@ -76,29 +81,55 @@ def parse_roles(table: object, where: str = "[aws.roles]") -> dict[str, str]:
     return roles
 
 
-def accounts_named(access: Iterable[Access], default: str) -> set[str]:
-    """Every account the ARNs of ``access`` lie in. An ARN whose account field is empty (S3's
-    buckets and objects) lies in ``default``, the account jitgate's calls go to; ``*`` in
-    none."""
+def parse_bucket_accounts(table: object, where: str = "[aws.bucket_accounts]") -> dict[str, str]:
+    """``{bucket: account id}`` from the config table: the account each listed bucket is in."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of bucket name = account id")
+    buckets: dict[str, str] = {}
+    for bucket, account in table.items():
+        if not BUCKET_NAME.fullmatch(str(bucket)):
+            raise ValueError(f"{where}: {bucket!r} is not an S3 bucket name")
+        if not isinstance(account, str) or not ACCOUNT_ID.fullmatch(account):
+            raise ValueError(
+                f"{where}: {account!r} (for {bucket}) is not a 12-digit AWS account id"
+            )
+        buckets[str(bucket)] = account
+    return buckets
+
+
+def accounts_named(
+    access: Iterable[Access], default: str, buckets: Mapping[str, str] | None = None
+) -> set[str]:
+    """Every account the ARNs of ``access`` lie in. S3's bucket and object ARNs name no
+    account: a bucket listed in ``buckets`` lies in its account there, any other in
+    ``default``, the account jitgate's calls go to. ``*`` lies in none."""
     accounts = set()
     for item in access:
         parts = item.arn.split(":", 5)
         if len(parts) != 6:
             continue  # "*"
-        account = parts[4] or default
+        account = parts[4]
+        if not account:
+            bucket = parts[5].split("/", 1)[0] if parts[2] == "s3" else ""
+            account = (buckets or {}).get(bucket, default)
         if ACCOUNT_ID.fullmatch(account):
             accounts.add(account)
     return accounts
 
 
-def target_account(access: Iterable[Access], default: str, roles: dict[str, str]) -> str:
+def target_account(
+    access: Iterable[Access],
+    default: str,
+    roles: dict[str, str],
+    buckets: Mapping[str, str] | None = None,
+) -> str:
     """The account whose role signs the call: the one account its ARNs lie in, or ``default``.
 
     A call whose ARNs lie in several accounts is refused as soon as any of them has a role
     (found in review: an S3 write naming another account's KMS key was signed as that other
     account, or as jitgate itself, instead of the bucket's account's role); when none has,
     jitgate's own identity signs it, as without roles."""
-    accounts = accounts_named(access, default)
+    accounts = accounts_named(access, default, buckets)
     if len(accounts) > 1:
         if any(account in roles for account in accounts):
             raise MixedAccounts(
@@ -107,6 +138,21 @@ def target_account(access: Iterable[Access], default: str, roles: dict[str, str]
             )
         return ""  # no role applies to any of them
     return accounts.pop() if accounts else default
+
+
+def expected_bucket_owner(operation: Operation, buckets: Mapping[str, str]) -> str | None:
+    """The account S3 must find owns the call's bucket, for a bucket listed in ``buckets``
+    (sent as ``x-amz-expected-bucket-owner``: S3 refuses the call if another account owns it,
+    say after the bucket was deleted and its name taken). None when the bucket is not listed
+    or the operation has no such parameter."""
+    if operation.service != "s3" or not buckets:
+        return None
+    bucket = operation.params.get("Bucket")
+    if not isinstance(bucket, str) or bucket not in buckets:
+        return None
+    if not takes_member("s3", operation.name, "ExpectedBucketOwner"):
+        return None
+    return buckets[bucket]
 
 
 def session_name(agent: str) -> str:

@@ -56,9 +56,11 @@ class Upstream:
         pool_wait_seconds: float = 30.0,
         roles: dict[str, str] | None = None,
         role_sessions: RoleSessions | None = None,
+        bucket_accounts: dict[str, str] | None = None,
     ) -> None:
         """``roles``: {account id: role ARN} to sign as per target account (gateway/roles.py);
-        ``role_sessions`` assumes them (built from jitgate's own identity when not given)."""
+        ``role_sessions`` assumes them (built from jitgate's own identity when not given);
+        ``bucket_accounts``: {bucket: account id}, the account each listed S3 bucket is in."""
         self._override: Destination | None = None
         if endpoint_override:
             parts = urlsplit(endpoint_override)
@@ -73,6 +75,7 @@ class Upstream:
             self._override = Destination(parts.netloc, parts.path.rstrip("/"), origin)
         self._credentials = credentials or botocore.session.get_session().get_credentials()
         self.roles = dict(roles or {})
+        self.bucket_accounts = dict(bucket_accounts or {})
         self._role_sessions = role_sessions
         self._pool_size = pool_size
         self._pool_wait_seconds = pool_wait_seconds
