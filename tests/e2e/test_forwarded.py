@@ -17,16 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
 from jitgate.gateway import app as gateway_app
 
 from .conftest import OBJECT_ARN, Stack, table_arn
-from .recording import RecordingUpstream
+from .recording import Forwarded, RecordingUpstream, answer_ok
 from .wire import credentials_of, raw_request, sign, sign_by_hand
 
 pytestmark = pytest.mark.slow
@@ -197,6 +199,35 @@ def test_a_failure_after_the_call_was_allowed_still_records_its_outcome(
     assert upstream.requests == []
 
 
+def test_a_revocation_still_refuses_a_call_whose_upstream_request_failed_to_build(
+    recorded: tuple[RecordingUpstream, Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream request is built while the call's event is being recorded. Found in
+    review: when building failed, the recording transaction's refusal (the grant revoked in
+    the second the gateway may remember it as live) was swallowed; the agent got a 500 and
+    the log an outcome for a call it never allowed, instead of AccessDenied and a denial."""
+    upstream, stack = recorded
+    grant = stack.grant(["s3:GetObject"], [OBJECT_ARN])
+
+    def broken(**_: object) -> dict[str, str]:
+        raise RuntimeError("signer broke")
+
+    monkeypatch.setattr(gateway_app.sigv4, "sign_headers", broken)
+    url = f"{stack.aws_url}/reports/2026/q3.csv"
+
+    def get() -> int:
+        signed = sign("GET", url, credentials=credentials_of(grant.creds))
+        return httpx.get(url, headers=signed, timeout=10).status_code
+
+    assert get() == 500  # allowed, then failed: the gateway now remembers the grant as live
+    stack.core.grants.revoke(stack.core.identity.authenticate(grant.agent.token), grant.id, "x")
+    assert get() == 403
+    events = stack.wait_events(grant.id, lambda es: any(e.type == "call.denied" for e in es))
+    calls = [e.type for e in events if e.type.startswith("call.")]
+    assert calls == ["call.allowed", "call.completed", "call.denied"], calls
+    assert upstream.requests == []
+
+
 def test_a_non_s3_call_cannot_leave_its_body_unsigned(
     recorded: tuple[RecordingUpstream, Stack],
 ) -> None:
@@ -281,24 +312,85 @@ def test_s3_is_told_the_owner_of_a_bucket_listed_in_another_account(make_stack) 
     """[aws.bucket_accounts] says which account a bucket is in: S3 gets that account as
     x-amz-expected-bucket-owner, signed by jitgate, so a call never lands in a bucket of the
     same name that someone else owns (say, after the bucket was deleted and its name taken).
-    A bucket not listed is sent as before; an owner the agent signed itself stands."""
+    The table decides, not the agent (found in review: an owner the agent signed was kept):
+    naming another owner, in any spelling, is refused before anything is recorded as
+    allowed. A bucket not listed is sent as before, with the agent's own owner if it set one."""
     upstream = RecordingUpstream()
     try:
         stack = make_stack(upstream=upstream.url, bucket_accounts={"partner-exports": PARTNER})
-        grant = stack.grant(
-            ["s3:GetObject"],
-            ["arn:aws:s3:::partner-exports/2026/q3.csv", "arn:aws:s3:::reports/2026/q3.csv"],
-        )
+        listed_key = "arn:aws:s3:::partner-exports/2026/q3.csv"
+        grant = stack.grant(["s3:GetObject"], [listed_key, "arn:aws:s3:::reports/2026/q3.csv"])
         s3 = stack.client("s3", grant.creds)
         s3.get_object(Bucket="partner-exports", Key="2026/q3.csv")
-        s3.get_object(Bucket="reports", Key="2026/q3.csv")
-        s3.get_object(Bucket="partner-exports", Key="2026/q3.csv", ExpectedBucketOwner="1" * 12)
-        listed, unlisted, own = upstream.wait(3)
+        s3.get_object(Bucket="reports", Key="2026/q3.csv", ExpectedBucketOwner="1" * 12)
+        s3.get_object(Bucket="partner-exports", Key="2026/q3.csv", ExpectedBucketOwner=PARTNER)
+        listed, unlisted, same = upstream.wait(3)
         assert listed.headers["x-amz-expected-bucket-owner"] == PARTNER
         signed = listed.headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
         assert "x-amz-expected-bucket-owner" in signed.split(";")
-        assert "x-amz-expected-bucket-owner" not in unlisted.headers
-        assert own.headers["x-amz-expected-bucket-owner"] == "1" * 12
+        assert unlisted.headers["x-amz-expected-bucket-owner"] == "1" * 12
+        assert same.headers["x-amz-expected-bucket-owner"] == PARTNER
+
+        with pytest.raises(ClientError) as refused:
+            s3.get_object(Bucket="partner-exports", Key="2026/q3.csv", ExpectedBucketOwner="9" * 12)
+        assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+        assert PARTNER in refused.value.response["Error"]["Message"]
+        host = f"127.0.0.1:{port_of(stack)}"
+        for spelling in ("x_amz_expected_bucket_owner", "X-Amz-Expected-Bucket-Owner"):
+            headers = sign(
+                "GET",
+                f"http://{host}/partner-exports/2026/q3.csv",
+                credentials=credentials_of(grant.creds),
+                headers={spelling: "9" * 12},
+            )
+            sent = [("Host", host), *((k, v) for k, v in headers.items() if k != "Host")]
+            answer = raw_request(port_of(stack), "GET", b"/partner-exports/2026/q3.csv", sent, b"")
+            assert answer.status == 400, (spelling, answer)
+        query, _ = sign_by_hand(
+            "GET",
+            host,
+            "/partner-exports/2026/q3.csv",
+            creds=grant.creds,
+            service="s3",
+            payload_line="UNSIGNED-PAYLOAD",
+            query=f"x-amz-expected-bucket-owner={'9' * 12}",  # signed with the URL
+            presigned=True,
+        )
+        target = f"/partner-exports/2026/q3.csv?{query}".encode()
+        answer = raw_request(port_of(stack), "GET", target, [("Host", host)], b"")
+        assert answer.status == 400, answer
+        assert len(upstream.wait(4, timeout=0.5)) == 3  # none of the refused reached S3
+        events = stack.wait_events(grant.id, lambda es: len(es) >= 10)
+        assert [e.type for e in events].count("call.denied") == 4
         s3.close()
+    finally:
+        upstream.close()
+
+
+def test_a_code_link_made_after_the_check_that_would_outlive_the_grant_is_withheld(
+    make_stack,  # type: ignore[no-untyped-def]
+) -> None:
+    """GetFunction's presigned link (valid 10 minutes) is made by AWS when it answers, after
+    the check at recording. Found in review: with just over 600 s left at that check, a link
+    made a moment later outlived the grant. The answer is checked again when it arrives."""
+
+    def answer_late(connection: socket.socket, forwarded: Forwarded) -> None:
+        time.sleep(1.5)  # the grant now has less than 600 s left
+        answer_ok(connection, forwarded)
+
+    upstream = RecordingUpstream(answer_late)
+    try:
+        stack = make_stack(upstream=upstream.url)
+        function = "arn:aws:lambda:us-east-1:123456789012:function:report-fn"
+        grant = stack.grant(["lambda:GetFunction"], [function], duration=601)
+        with pytest.raises(ClientError) as withheld:
+            stack.client("lambda", grant.creds).get_function(FunctionName="report-fn")
+        error = withheld.value.response["Error"]
+        assert error["Code"] == "AccessDenied"
+        assert "presigned link valid for 600 seconds" in error["Message"]
+        assert len(upstream.wait(1)) == 1  # it was sent: the answer is what is withheld
+        events = stack.wait_events(grant.id, lambda es: len(es) >= 2)
+        assert [e.type for e in events] == ["call.allowed", "call.completed"]
+        assert events[1].data["error"].startswith("AWS answered 200; not passed on")
     finally:
         upstream.close()

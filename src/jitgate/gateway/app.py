@@ -138,6 +138,9 @@ class Call:
     checked_at: datetime | None = None  # when the grant was last found live (call.allowed)
     role: str | None = None  # the role jitgate signs this call as ([aws.roles]), if any
     signer: SigningIdentity | None = None  # that role's session (None: jitgate's own identity)
+    bucket_owner: str | None = (
+        None  # the account S3 must find owns the bucket ([aws.bucket_accounts])
+    )
     liveness: StreamLiveness | None = None  # re-checks the grant while the call streams
 
     def event_data(self) -> dict[str, Any]:
@@ -458,6 +461,7 @@ class AwsEndpoint:
                     "AccessDenied",
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
+        call.bucket_owner = self._bucket_owner(operation, headers, call.query)
         decoder: sigv4.ChunkedPayloadDecoder | None = None
         if body is None and info.payload_hash in (
             sigv4.STREAMING_SIGNED,
@@ -505,21 +509,25 @@ class AwsEndpoint:
             guard=still_live,
         )
         outbound: _Outbound | None = None
+        unbuilt: Exception | None = None  # why the upstream request could not be built
         try:
             if not _answered_locally(operation):
                 # The upstream request is built and signed while the event is made durable
                 # (once the writer has begun the batch, so during its fsync): nothing is sent
                 # before the event is on disk.
                 await asyncio.sleep(0)
-                outbound = self._outbound(call, destination, request, info, body, decoder, receive)
+                try:
+                    outbound = self._outbound(
+                        call, destination, request, info, body, decoder, receive
+                    )
+                except Exception as exc:  # noqa: BLE001 - raised once the record has answered
+                    unbuilt = exc
         except asyncio.CancelledError:
-            recorded.cancel()  # not written if it was not yet; its outcome follows if it was
-            raise
-        except Exception:
-            with contextlib.suppress(Exception):  # the log says it was allowed, then not sent
-                await recorded
+            recorded.cancel()  # the outcome __call__ writes follows the event, if it is written
             raise
         try:
+            # A refusal by the recording transaction (revoked meanwhile, ...) or a log that
+            # cannot be written is what the call gets, whatever happened while building.
             await recorded
         except AuditNotDurable as exc:
             # In the log (or about to be), but not known to be on disk: the call is not
@@ -527,12 +535,43 @@ class AwsEndpoint:
             why = "the audit log was not synced" if exc.message == NOT_DURABLE else exc.message
             self._record_outcome(call, 503, error=f"not forwarded: {why}")
             raise
+        if unbuilt is not None:
+            # Allowed, not sent: __call__ logs it and records that outcome. Never as a refusal:
+            # the call is already recorded as allowed (refusals belong before that).
+            if isinstance(unbuilt, AwsError):
+                raise RuntimeError(f"building the upstream request failed: {unbuilt}") from unbuilt
+            raise unbuilt
         call.allowed = True
 
         if outbound is None:
             await self._caller_identity(call, send)
             return
         await self._forward(call, outbound, receive, send)
+
+    def _bucket_owner(
+        self, operation: Operation, headers: dict[str, str], query: str
+    ) -> str | None:
+        """The owner S3 must find for a bucket listed in [aws.bucket_accounts], or None.
+
+        The table decides, not the agent: an expected owner the agent sent that differs
+        (found in review: the agent's own one was kept, so it could point a call signed as
+        the listed account's role at a bucket of that name in any account) refuses the call."""
+        owner = expected_bucket_owner(operation, self.upstream.bucket_accounts)
+        if owner is None:
+            return None
+        theirs = {v.strip() for k, v in headers.items() if _is_expected_owner(k)}
+        theirs |= {
+            unquote(value)
+            for name, _, value in (part.partition("=") for part in query.split("&"))
+            if _is_expected_owner(unquote(name).lower())
+        }
+        if theirs - {owner}:
+            raise AwsError(
+                "InvalidRequest",
+                f"the expected owner of bucket {operation.params['Bucket']} is set by jitgate's "
+                f"configuration ({owner}); the call named another",
+            )
+        return owner
 
     async def _sign_as_role(self, call: Call, agent: str) -> None:
         """Sign as the role configured for the call's target account, if there is one; its
@@ -745,13 +784,10 @@ class AwsEndpoint:
             data = source if (length and length != "0") or "transfer-encoding" in headers else None
             if data is None:
                 out["content-length"] = "0"
-        owner = (
-            expected_bucket_owner(call.operation, self.upstream.bucket_accounts)
-            if call.operation is not None
-            else None
-        )
-        if owner is not None and "x-amz-expected-bucket-owner" not in out:
-            out["x-amz-expected-bucket-owner"] = owner  # the agent's own (signed) one stands
+        if call.bucket_owner is not None:
+            for name in [k for k in out if _is_expected_owner(k)]:
+                del out[name]  # the agent's (checked equal, or in another spelling)
+            out[_EXPECTED_OWNER] = call.bucket_owner
         out["host"] = destination.host
         identity = call.signer or self.upstream.identity()
         signed = sigv4.sign_headers(
@@ -868,6 +904,17 @@ class AwsEndpoint:
         except AwsError as error:
             response.close()
             raise _Withheld(error, f"stopped before the answer: {error.message}") from None
+        if 200 <= status < 300 and call.operation is not None and call.grant is not None:
+            # A presigned link or credentials in the answer were made by AWS before this
+            # instant: checked again now (found in review: checked only when the call was
+            # recorded, a link made seconds later could outlive the grant by those seconds).
+            now = self.clock.now()
+            outlives = outliving_grant(call.operation, call.grant.expires_at or now, now)
+            if outlives is not None:
+                response.close()
+                error = AwsError("AccessDenied", f"grant {call.grant.id}: {outlives}")
+                why = f"AWS answered {status}; not passed on: {outlives}"
+                raise _Withheld(error, why)
         send = _to_client(send)
         try:
             await send(
@@ -1240,17 +1287,20 @@ def outliving_grant(operation: Operation, expires_at: datetime, now: datetime) -
     When a grant expires the agent must hold nothing that works. Credentials STS vends for the
     agent (a grant for sts:AssumeRole, approved by a human) may last no longer than the grant,
     and a presigned link to Lambda code (valid 10 minutes) is handed out only while the grant
-    has that long left.
+    has that long left. Checked when the call is recorded, and again when AWS's answer
+    arrives (AWS makes the link or credentials in between).
     """
     key = (operation.service, operation.name)
-    left = int((expires_at - now).total_seconds())
     link = _CODE_LINK_SECONDS.get(key)
+    default = _VENDED_CREDENTIALS_DEFAULT_SECONDS.get(key)
+    if link is None and default is None:
+        return None  # nearly every call: nothing handed out lasts
+    left = int((expires_at - now).total_seconds())
     if link is not None and link > left:
         return (
             f"{operation.service}:{operation.name} answers with a presigned link valid for "
             f"{link} seconds, longer than the {max(left, 0)} seconds left on the grant"
         )
-    default = _VENDED_CREDENTIALS_DEFAULT_SECONDS.get(key)
     if default is None:
         return None
     asked = operation.params.get("DurationSeconds", default)
@@ -1260,6 +1310,14 @@ def outliving_grant(operation: Operation, expires_at: datetime, now: datetime) -
             f"{asked} seconds, longer than the {max(left, 0)} seconds left on the grant"
         )
     return None
+
+
+_EXPECTED_OWNER = "x-amz-expected-bucket-owner"
+
+
+def _is_expected_owner(name: str) -> bool:
+    """The expected-owner header or query name, in any spelling a server may read as it."""
+    return name.replace("_", "-") == _EXPECTED_OWNER
 
 
 def _answered_locally(operation: Operation) -> bool:
