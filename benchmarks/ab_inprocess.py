@@ -1,13 +1,16 @@
-"""Old against new, in one run: the in-process benchmark for two git revisions, interleaved.
+"""Old against new, in one run: jitgate's in-process cost for two git revisions, interleaved.
 
 A change's effect on jitgate's own cost is a few percent, and this machine's speed drifts by
-more than that from one run to the next: comparing numbers from two runs says little. This
-checks each revision out into a worktree of its own, starts one fast nginx upstream for all,
-and runs ``benchmarks.gateway_inprocess`` for each revision in turn, ``--rounds`` times, so
-both see the same machine. Each cell keeps its cheapest round (the least disturbed), and the
-table gives new ÷ old.
+more than that from one run to the next, even from one minute to the next (session 11: the
+bare hop's own figure moved by 25% between adjacent runs). So each revision is checked out
+into a worktree of its own, one fast nginx upstream serves both, and for each cell (an
+operation at a concurrency) one long-lived worker per revision (benchmarks/ab_worker.py,
+with that revision's code) runs short bursts of calls in turn: old, new, new, old, ... Each
+burst's figure is compared with its neighbour's, so both see the same minute of the
+machine; the table gives the medians and the median of the per-pair ratios.
 
-Run: .venv/bin/python -m benchmarks.ab_inprocess OLD_REV [NEW_REV] [--rounds N] [--calls N]
+Run: .venv/bin/python -m benchmarks.ab_inprocess OLD_REV [NEW_REV] [--bursts N]
+     [--durability fsync|os]
 NEW_REV defaults to the working tree as it is (uncommitted changes included).
 """
 
@@ -16,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +33,6 @@ from benchmarks.gateway_load import KIB
 
 REPO = Path(__file__).resolve().parent.parent
 WORKING_TREE = "working tree"
-Cell = tuple[str, int, str]  # (operation, concurrency, app)
 
 
 @contextmanager
@@ -52,76 +55,107 @@ def checked_out(revision: str, where: Path) -> Iterator[Path]:
         )
 
 
-def run_once(tree: Path, upstream_port: int, calls: int) -> list[dict[str, object]]:
-    """One run of the in-process benchmark with ``tree``'s code (its src first on the path)."""
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.gateway_inprocess",
-            "--upstream-port",
-            str(upstream_port),
-            "--calls",
-            str(calls),
-            "--reps",
-            "1",
-            "--json",
-        ],
-        cwd=tree,
-        env={**os.environ, "PYTHONPATH": f"{tree / 'src'}:{tree}"},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    rows: list[dict[str, object]] = json.loads(output.stdout.strip().splitlines()[-1])
-    return rows
+CELLS = (
+    ("S3 GetObject 1 KiB", 1, 300),
+    ("S3 GetObject 1 KiB", 32, 1000),
+    ("DynamoDB GetItem", 1, 300),
+    ("DynamoDB GetItem", 32, 1000),
+)  # (operation, concurrency, calls a burst)
+WARM_UP = 2  # bursts of each side left out
 
 
-def cheapest(runs: Sequence[list[dict[str, object]]]) -> dict[Cell, tuple[float, float]]:
-    """Each cell's cheapest (CPU µs, wall µs) over the runs."""
-    best: dict[Cell, tuple[float, float]] = {}
-    for rows in runs:
-        for row in rows:
-            cell = (str(row["op"]), int(row["concurrency"]), str(row["app"]))  # type: ignore[call-overload]
-            value = (float(row["cpu_us"]), float(row["wall_us"]))  # type: ignore[arg-type]
-            if cell not in best or value[0] < best[cell][0]:
-                best[cell] = value
-    return best
+class Worker:
+    """A worker process running one revision's app for one cell."""
 
-
-def comparison_rows(
-    old: dict[Cell, tuple[float, float]], new: dict[Cell, tuple[float, float]]
-) -> list[tuple[object, ...]]:
-    rows: list[tuple[object, ...]] = []
-    for cell in old:
-        if cell not in new:
-            continue
-        (old_cpu, old_wall), (new_cpu, new_wall) = old[cell], new[cell]
-        rows.append(
-            (
-                *cell,
-                f"{old_cpu:,.1f}",
-                f"{new_cpu:,.1f}",
-                f"{new_cpu / old_cpu:.1%}",
-                f"{old_wall:,.1f}",
-                f"{new_wall:,.1f}",
-                f"{new_wall / old_wall:.1%}",
-            )
+    def __init__(
+        self, tree: Path, port: int, op: str, concurrency: int, calls: int, durability: str
+    ) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "ab_worker.py"),
+                "--upstream-port",
+                str(port),
+                "--op",
+                op,
+                "--concurrency",
+                str(concurrency),
+                "--calls",
+                str(calls),
+                "--durability",
+                durability,
+            ],
+            cwd=tree,
+            env={**os.environ, "PYTHONPATH": f"{tree / 'src'}:{tree}"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-    return rows
+        if self._line() != "ready":
+            raise RuntimeError(f"the worker for {tree} did not start")
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line:
+            raise RuntimeError("a worker stopped (its error is above)")
+        return line
+
+    def burst(self) -> dict[str, float]:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        result: dict[str, float] = json.loads(self._line())
+        return result
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def compare_cell(
+    trees: tuple[Path, Path], port: int, cell: tuple[str, int, int], bursts: int, durability: str
+) -> tuple[object, ...]:
+    """One row: medians of each side's bursts, and of the new ÷ old ratios of adjacent pairs."""
+    op, concurrency, calls = cell
+    old, new = (Worker(tree, port, op, concurrency, calls, durability) for tree in trees)
+    try:
+        pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+        for index in range(bursts + WARM_UP):
+            if index % 2 == 0:
+                first = old.burst()
+                pair = (first, new.burst())
+            else:
+                second = new.burst()
+                pair = (old.burst(), second)
+            if index >= WARM_UP:
+                pairs.append(pair)
+    finally:
+        old.stop()
+        new.stop()
+    key = "p50_us" if concurrency == 1 else "cpu_us"
+    label = "p50 of a call" if concurrency == 1 else "CPU a call"
+    old_median = statistics.median(a[key] for a, _ in pairs)
+    new_median = statistics.median(b[key] for _, b in pairs)
+    ratio = statistics.median(b[key] / a[key] for a, b in pairs)
+    return (op, concurrency, label, f"{old_median:,.1f}", f"{new_median:,.1f}", f"{ratio:.1%}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("old", help="the revision to compare against (e.g. HEAD~1)")
     parser.add_argument("new", nargs="?", default=WORKING_TREE, help="default: the working tree")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each revision, alternated")
-    parser.add_argument("--calls", type=int, default=2000, help="calls per cell, per run")
+    parser.add_argument("--bursts", type=int, default=16, help="bursts of each side, per cell")
+    parser.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     args = parser.parse_args()
     nginx = find_tools()["nginx"]
     if nginx is None:
         sys.exit("nginx is needed (sh benchmarks/setup.sh installs it)")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="jitgate-ab-") as scratch:
         workdir = Path(scratch)
         procs = Processes(workdir)
@@ -131,18 +165,18 @@ def main() -> None:
                 checked_out(args.old, workdir / "old") as old_tree,
                 checked_out(args.new, workdir / "new") as new_tree,
             ):
-                runs: dict[str, list[list[dict[str, object]]]] = {"old": [], "new": []}
-                for round_number in range(args.rounds):
-                    for name, tree in (("old", old_tree), ("new", new_tree)):
-                        print(f"round {round_number + 1}: {name}", file=sys.stderr, flush=True)
-                        runs[name].append(run_once(tree, port, args.calls))
+                for cell in CELLS:
+                    print(f"measuring {cell[0]} at c={cell[1]}", file=sys.stderr, flush=True)
+                    rows.append(
+                        compare_cell((old_tree, new_tree), port, cell, args.bursts, args.durability)
+                    )
         finally:
             procs.stop_all()
     table(
-        f"in-process A/B: {args.old} (old) against {args.new} (new); cheapest of "
-        f"{args.rounds} alternated runs, µs a call",
-        ["operation", "c", "app", "old CPU", "new CPU", "new ÷ old", "old wall", "new wall", "÷"],
-        comparison_rows(cheapest(runs["old"]), cheapest(runs["new"])),
+        f"in-process A/B, audit {args.durability}: {args.old} (old) against {args.new} (new); "
+        f"medians of {args.bursts} alternated bursts, µs",
+        ["operation", "c", "measure", "old", "new", "new ÷ old (median of pairs)"],
+        rows,
     )
 
 
