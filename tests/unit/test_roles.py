@@ -17,8 +17,10 @@ from jitgate.errors import InvalidRequest
 from jitgate.gateway.roles import (
     RENEW_BEFORE,
     MixedAccounts,
+    OwnerMismatch,
     RoleSessions,
     SessionCredentials,
+    bucket_owner,
     expected_bucket_owner,
     parse_bucket_accounts,
     parse_roles,
@@ -129,6 +131,42 @@ def test_s3_is_told_which_account_owns_a_listed_bucket() -> None:
     assert expected_bucket_owner(create, buckets) is None
     table = Operation("dynamodb", "GetItem", {"TableName": "partner-exports"})
     assert expected_bucket_owner(table, buckets) is None
+
+
+def named_owner(
+    headers: dict[str, str], query: str = "", bucket: str = "partner-exports"
+) -> str | None:
+    get = Operation("s3", "GetObject", {"Bucket": bucket, "Key": "k"})
+    return bucket_owner(get, {"partner-exports": OTHER}, headers, query)
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"x-amz-expected-bucket-owner": HOME}, ""),
+        ({"x_amz_expected_bucket_owner": HOME}, ""),
+        ({"x-amz-expected_bucket-owner": HOME}, ""),
+        ({"x-amz-expected-bucket-owner": f"{OTHER},{HOME}"}, ""),  # a repeated header, joined
+        ({"x-amz-expected-bucket-owner": OTHER, "x_amz_expected_bucket_owner": HOME}, ""),
+        ({}, f"X-Amz-Expected-Bucket-Owner={HOME}"),
+        ({}, f"x-amz-expected%2Dbucket%5Fowner={HOME}"),
+        ({}, f"x-amz-expected-bucket-owner={OTHER}&x-amz-expected-bucket-owner={HOME}"),
+        ({}, "x-amz-expected-bucket-owner"),  # no value is not the table's value either
+    ],
+)
+def test_an_owner_the_call_names_must_be_the_tables(headers: dict[str, str], query: str) -> None:
+    with pytest.raises(OwnerMismatch, match=f"set by jitgate's configuration \\({OTHER}\\)"):
+        named_owner(headers, query)
+
+
+def test_the_tables_owner_named_by_the_call_too_is_fine() -> None:
+    assert named_owner({}) == OTHER
+    assert named_owner({"x-amz-expected-bucket-owner": f" {OTHER} "}) == OTHER
+    assert named_owner({}, f"x-amz-expected-bucket-owner={OTHER}") == OTHER
+    # The name inside another parameter's value is not the parameter.
+    assert named_owner({}, f"prefix=x-amz-expected-bucket-owner%3D{HOME}") == OTHER
+    # A bucket the table does not list: the agent's own owner is S3's business.
+    assert named_owner({"x-amz-expected-bucket-owner": HOME}, bucket="reports") is None
 
 
 def test_the_session_names_the_agent_as_aws_allows() -> None:

@@ -40,7 +40,14 @@ from jitgate.gateway.errors import AwsError, protocol_for, render
 from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
-from jitgate.gateway.roles import MixedAccounts, expected_bucket_owner, target_account
+from jitgate.gateway.roles import (
+    EXPECTED_OWNER,
+    MixedAccounts,
+    OwnerMismatch,
+    bucket_owner,
+    is_expected_owner,
+    target_account,
+)
 from jitgate.gateway.stall import ClientStalled, StallWatch
 from jitgate.gateway.upstream import Destination, SigningIdentity, Upstream
 from jitgate.grants.credentials import MasterKey
@@ -551,27 +558,12 @@ class AwsEndpoint:
     def _bucket_owner(
         self, operation: Operation, headers: dict[str, str], query: str
     ) -> str | None:
-        """The owner S3 must find for a bucket listed in [aws.bucket_accounts], or None.
-
-        The table decides, not the agent: an expected owner the agent sent that differs
-        (found in review: the agent's own one was kept, so it could point a call signed as
-        the listed account's role at a bucket of that name in any account) refuses the call."""
-        owner = expected_bucket_owner(operation, self.upstream.bucket_accounts)
-        if owner is None:
-            return None
-        theirs = {v.strip() for k, v in headers.items() if _is_expected_owner(k)}
-        theirs |= {
-            unquote(value)
-            for name, _, value in (part.partition("=") for part in query.split("&"))
-            if _is_expected_owner(unquote(name).lower())
-        }
-        if theirs - {owner}:
-            raise AwsError(
-                "InvalidRequest",
-                f"the expected owner of bucket {operation.params['Bucket']} is set by jitgate's "
-                f"configuration ({owner}); the call named another",
-            )
-        return owner
+        """The owner S3 must find for a bucket listed in [aws.bucket_accounts], or None; an
+        agent that names another is refused (see roles.bucket_owner)."""
+        try:
+            return bucket_owner(operation, self.upstream.bucket_accounts, headers, query)
+        except OwnerMismatch as exc:
+            raise AwsError("InvalidRequest", str(exc)) from None
 
     async def _sign_as_role(self, call: Call, agent: str) -> None:
         """Sign as the role configured for the call's target account, if there is one; its
@@ -785,9 +777,9 @@ class AwsEndpoint:
             if data is None:
                 out["content-length"] = "0"
         if call.bucket_owner is not None:
-            for name in [k for k in out if _is_expected_owner(k)]:
+            for name in [k for k in out if is_expected_owner(k)]:
                 del out[name]  # the agent's (checked equal, or in another spelling)
-            out[_EXPECTED_OWNER] = call.bucket_owner
+            out[EXPECTED_OWNER] = call.bucket_owner
         out["host"] = destination.host
         identity = call.signer or self.upstream.identity()
         signed = sigv4.sign_headers(
@@ -912,7 +904,11 @@ class AwsEndpoint:
             outlives = outliving_grant(call.operation, call.grant.expires_at or now, now)
             if outlives is not None:
                 response.close()
-                error = AwsError("AccessDenied", f"grant {call.grant.id}: {outlives}")
+                error = AwsError(
+                    "AccessDenied",
+                    f"grant {call.grant.id}: AWS carried out the call (it answered {status}) "
+                    f"but its answer is withheld: {outlives}",
+                )
                 why = f"AWS answered {status}; not passed on: {outlives}"
                 raise _Withheld(error, why)
         send = _to_client(send)
@@ -1310,14 +1306,6 @@ def outliving_grant(operation: Operation, expires_at: datetime, now: datetime) -
             f"{asked} seconds, longer than the {max(left, 0)} seconds left on the grant"
         )
     return None
-
-
-_EXPECTED_OWNER = "x-amz-expected-bucket-owner"
-
-
-def _is_expected_owner(name: str) -> bool:
-    """The expected-owner header or query name, in any spelling a server may read as it."""
-    return name.replace("_", "-") == _EXPECTED_OWNER
 
 
 def _answered_locally(operation: Operation) -> bool:

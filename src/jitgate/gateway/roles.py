@@ -27,6 +27,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import unquote
 
 from jitgate.awsapi.operations import takes_member
 from jitgate.awsapi.types import Access, Operation
@@ -153,6 +154,46 @@ def expected_bucket_owner(operation: Operation, buckets: Mapping[str, str]) -> s
     if not takes_member("s3", operation.name, "ExpectedBucketOwner"):
         return None
     return buckets[bucket]
+
+
+EXPECTED_OWNER = "x-amz-expected-bucket-owner"
+
+
+class OwnerMismatch(ValueError):
+    """The call names an expected bucket owner other than the one jitgate's table sets."""
+
+
+def is_expected_owner(name: str) -> bool:
+    """The expected-owner header or query name (lower case), in any spelling a server may
+    read as it ('_' for '-')."""
+    return name.replace("_", "-") == EXPECTED_OWNER
+
+
+def bucket_owner(
+    operation: Operation, buckets: Mapping[str, str], headers: Mapping[str, str], query: str
+) -> str | None:
+    """The owner S3 must find for the call's bucket (``expected_bucket_owner``), or None.
+
+    The table decides, not the agent (found in review: the agent's own value was kept, so it
+    could point a call signed as the listed account's role at a bucket of that name in any
+    account): an owner the call names otherwise, in a header (``headers``: lower-case names)
+    or in the query, raises OwnerMismatch. S3 reads no such query parameter, and operation
+    identification already refuses one; it is checked here as well, so this check does not
+    depend on that."""
+    owner = expected_bucket_owner(operation, buckets)
+    if owner is None:
+        return None
+    named = {value.strip() for name, value in headers.items() if is_expected_owner(name)}
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if is_expected_owner(unquote(name).lower()):
+            named.add(unquote(value))
+    if named - {owner}:
+        raise OwnerMismatch(
+            f"the expected owner of bucket {operation.params['Bucket']} is set by jitgate's "
+            f"configuration ({owner}); the call named another"
+        )
+    return owner
 
 
 def session_name(agent: str) -> str:
