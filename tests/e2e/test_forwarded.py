@@ -419,3 +419,35 @@ def test_a_code_link_made_after_the_check_that_would_outlive_the_grant_is_withhe
         assert events[1].data["error"].startswith("AWS answered 200; not passed on")
     finally:
         upstream.close()
+
+
+def test_a_copy_from_a_listed_bucket_pins_its_source_owner(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """A copy's source bucket gets x-amz-source-expected-bucket-owner from the table too, so
+    a copy never reads from a bucket of that name that another account owns."""
+    upstream = RecordingUpstream()
+    try:
+        stack = make_stack(upstream=upstream.url, bucket_accounts={"partner-exports": PARTNER})
+        grant = stack.grant(
+            ["s3:GetObject", "s3:PutObject"],
+            ["arn:aws:s3:::partner-exports/2026/q3.csv", "arn:aws:s3:::reports/copied.csv"],
+        )
+        s3 = stack.client("s3", grant.creds)
+        source = {"Bucket": "partner-exports", "Key": "2026/q3.csv"}
+        s3.copy_object(Bucket="reports", Key="copied.csv", CopySource=source)
+        (copied,) = upstream.wait(1)
+        assert copied.headers["x-amz-source-expected-bucket-owner"] == PARTNER
+        assert "x-amz-expected-bucket-owner" not in copied.headers  # reports is not listed
+        signed = copied.headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
+        assert "x-amz-source-expected-bucket-owner" in signed.split(";")
+        with pytest.raises(ClientError) as refused:
+            s3.copy_object(
+                Bucket="reports",
+                Key="copied.csv",
+                CopySource=source,
+                ExpectedSourceBucketOwner="9" * 12,
+            )
+        assert refused.value.response["Error"]["Code"] == "InvalidRequest"
+        assert len(upstream.wait(2, timeout=0.5)) == 1
+        s3.close()
+    finally:
+        upstream.close()

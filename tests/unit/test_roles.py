@@ -20,8 +20,9 @@ from jitgate.gateway.roles import (
     OwnerMismatch,
     RoleSessions,
     SessionCredentials,
-    bucket_owner,
+    bucket_owners,
     expected_bucket_owner,
+    expected_source_owner,
     parse_bucket_accounts,
     parse_roles,
     session_name,
@@ -30,6 +31,7 @@ from jitgate.gateway.roles import (
 )
 
 HOME = "111111111111"
+EXPECTED, SOURCE = "x-amz-expected-bucket-owner", "x-amz-source-expected-bucket-owner"
 OTHER = "222222222222"
 ROLE = f"arn:aws:iam::{OTHER}:role/jitgate-agents"
 
@@ -137,7 +139,7 @@ def named_owner(
     headers: dict[str, str], query: str = "", bucket: str = "partner-exports"
 ) -> str | None:
     get = Operation("s3", "GetObject", {"Bucket": bucket, "Key": "k"})
-    return bucket_owner(get, {"partner-exports": OTHER}, headers, query)
+    return bucket_owners(get, {"partner-exports": OTHER}, headers, query).get(EXPECTED)
 
 
 @pytest.mark.parametrize(
@@ -167,6 +169,29 @@ def test_the_tables_owner_named_by_the_call_too_is_fine() -> None:
     assert named_owner({}, f"prefix=x-amz-expected-bucket-owner%3D{HOME}") == OTHER
     # A bucket the table does not list: the agent's own owner is S3's business.
     assert named_owner({"x-amz-expected-bucket-owner": HOME}, bucket="reports") is None
+
+
+def test_a_copys_source_bucket_gets_its_owner_too() -> None:
+    """Found in review: a copy from a listed bucket whose name another account had taken
+    would have read that account's object into ours; S3 now checks the source's owner."""
+    buckets = {"partner-exports": OTHER}
+
+    def copy(name: str, bucket: str, source: object) -> Operation:
+        return Operation("s3", name, {"Bucket": bucket, "Key": "k", "CopySource": source})
+
+    for source in ("partner-exports/2026/q3.csv", "/partner-exports/q3.csv?versionId=v1"):
+        assert expected_source_owner(copy("CopyObject", "reports", source), buckets) == OTHER
+        assert bucket_owners(copy("CopyObject", "reports", source), buckets, {}, "") == {
+            SOURCE: OTHER
+        }
+    part = copy("UploadPartCopy", "partner-exports", {"Bucket": "partner-exports", "Key": "s"})
+    assert bucket_owners(part, buckets, {}, "") == {EXPECTED: OTHER, SOURCE: OTHER}
+    assert bucket_owners(copy("CopyObject", "reports", "reports/k2"), buckets, {}, "") == {}
+    inward = copy("CopyObject", "reports", "partner-exports/k")
+    with pytest.raises(OwnerMismatch, match="the copy's source bucket"):
+        bucket_owners(inward, buckets, {SOURCE: HOME}, "")
+    # Owners of different buckets are not confused: the unlisted destination's is the agent's.
+    assert bucket_owners(inward, buckets, {EXPECTED: HOME}, "") == {SOURCE: OTHER}
 
 
 def test_the_session_names_the_agent_as_aws_allows() -> None:

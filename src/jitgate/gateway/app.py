@@ -41,11 +41,10 @@ from jitgate.gateway.http_client import MalformedAnswer, Response, UpstreamError
 from jitgate.gateway.liveness import STREAM_CHECK_SECONDS, StreamLiveness, check_live
 from jitgate.gateway.lookup import GatewayGrant, GrantLookup, refreshed
 from jitgate.gateway.roles import (
-    EXPECTED_OWNER,
     MixedAccounts,
     OwnerMismatch,
-    bucket_owner,
-    is_expected_owner,
+    bucket_owners,
+    spelled_as,
     target_account,
 )
 from jitgate.gateway.stall import ClientStalled, StallWatch
@@ -145,9 +144,8 @@ class Call:
     checked_at: datetime | None = None  # when the grant was last found live (call.allowed)
     role: str | None = None  # the role jitgate signs this call as ([aws.roles]), if any
     signer: SigningIdentity | None = None  # that role's session (None: jitgate's own identity)
-    bucket_owner: str | None = (
-        None  # the account S3 must find owns the bucket ([aws.bucket_accounts])
-    )
+    # What S3 must find owns the buckets, {header: account} ([aws.bucket_accounts])
+    bucket_owners: dict[str, str] = field(default_factory=dict)
     liveness: StreamLiveness | None = None  # re-checks the grant while the call streams
 
     def event_data(self) -> dict[str, Any]:
@@ -468,7 +466,7 @@ class AwsEndpoint:
                     "AccessDenied",
                     f"grant {grant.id} does not allow {access.action} on {access.arn}",
                 )
-        call.bucket_owner = self._bucket_owner(operation, headers, call.query)
+        call.bucket_owners = self._bucket_owners(operation, headers, call.query)
         decoder: sigv4.ChunkedPayloadDecoder | None = None
         if body is None and info.payload_hash in (
             sigv4.STREAMING_SIGNED,
@@ -555,13 +553,13 @@ class AwsEndpoint:
             return
         await self._forward(call, outbound, receive, send)
 
-    def _bucket_owner(
+    def _bucket_owners(
         self, operation: Operation, headers: dict[str, str], query: str
-    ) -> str | None:
-        """The owner S3 must find for a bucket listed in [aws.bucket_accounts], or None; an
-        agent that names another is refused (see roles.bucket_owner)."""
+    ) -> dict[str, str]:
+        """The owners S3 must find for buckets listed in [aws.bucket_accounts]; an agent that
+        names others is refused (see roles.bucket_owners)."""
         try:
-            return bucket_owner(operation, self.upstream.bucket_accounts, headers, query)
+            return bucket_owners(operation, self.upstream.bucket_accounts, headers, query)
         except OwnerMismatch as exc:
             raise AwsError("InvalidRequest", str(exc)) from None
 
@@ -776,10 +774,10 @@ class AwsEndpoint:
             data = source if (length and length != "0") or "transfer-encoding" in headers else None
             if data is None:
                 out["content-length"] = "0"
-        if call.bucket_owner is not None:
-            for name in [k for k in out if is_expected_owner(k)]:
+        for header, owner in call.bucket_owners.items():
+            for name in [k for k in out if spelled_as(k, header)]:
                 del out[name]  # the agent's (checked equal, or in another spelling)
-            out[EXPECTED_OWNER] = call.bucket_owner
+            out[header] = owner
         out["host"] = destination.host
         identity = call.signer or self.upstream.identity()
         signed = sigv4.sign_headers(

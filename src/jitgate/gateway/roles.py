@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import unquote
 
-from jitgate.awsapi.operations import takes_member
-from jitgate.awsapi.types import Access, Operation
+from jitgate.awsapi.operations import parse_copy_source, takes_member
+from jitgate.awsapi.types import Access, Operation, UnsupportedOperation
 from jitgate.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -157,22 +157,40 @@ def expected_bucket_owner(operation: Operation, buckets: Mapping[str, str]) -> s
 
 
 EXPECTED_OWNER = "x-amz-expected-bucket-owner"
+SOURCE_OWNER = "x-amz-source-expected-bucket-owner"  # a copy's source bucket
 
 
 class OwnerMismatch(ValueError):
     """The call names an expected bucket owner other than the one jitgate's table sets."""
 
 
-def is_expected_owner(name: str) -> bool:
-    """The expected-owner header or query name (lower case), in any spelling a server may
-    read as it ('_' for '-')."""
-    return name.replace("_", "-") == EXPECTED_OWNER
+def spelled_as(name: str, header: str) -> bool:
+    """Whether ``name`` (lower case) is ``header`` in a spelling a server may read as it
+    ('_' for '-')."""
+    return name.replace("_", "-") == header
 
 
-def bucket_owner(
+def expected_source_owner(operation: Operation, buckets: Mapping[str, str]) -> str | None:
+    """For CopyObject and UploadPartCopy, the account S3 must find owns the source bucket,
+    when it is listed in ``buckets`` (sent as ``x-amz-source-expected-bucket-owner``)."""
+    if operation.service != "s3" or not buckets:
+        return None
+    if not takes_member("s3", operation.name, "ExpectedSourceBucketOwner"):
+        return None
+    source = operation.params.get("CopySource")
+    try:
+        parsed = parse_copy_source(source) if isinstance(source, str) else source
+    except UnsupportedOperation:
+        return None  # not a copy jitgate lets through (mapping refuses it)
+    bucket = parsed.get("Bucket") if isinstance(parsed, Mapping) else None
+    return buckets.get(bucket) if isinstance(bucket, str) else None
+
+
+def bucket_owners(
     operation: Operation, buckets: Mapping[str, str], headers: Mapping[str, str], query: str
-) -> str | None:
-    """The owner S3 must find for the call's bucket (``expected_bucket_owner``), or None.
+) -> dict[str, str]:
+    """The owners S3 must find, as {header: account}: the call's bucket and a copy's source
+    bucket, where the table lists them (``expected_bucket_owner``, ``expected_source_owner``).
 
     The table decides, not the agent (found in review: the agent's own value was kept, so it
     could point a call signed as the listed account's role at a bucket of that name in any
@@ -180,20 +198,27 @@ def bucket_owner(
     or in the query, raises OwnerMismatch. S3 reads no such query parameter, and operation
     identification already refuses one; it is checked here as well, so this check does not
     depend on that."""
-    owner = expected_bucket_owner(operation, buckets)
-    if owner is None:
-        return None
-    named = {value.strip() for name, value in headers.items() if is_expected_owner(name)}
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if is_expected_owner(unquote(name).lower()):
-            named.add(unquote(value))
-    if named - {owner}:
-        raise OwnerMismatch(
-            f"the expected owner of bucket {operation.params['Bucket']} is set by jitgate's "
-            f"configuration ({owner}); the call named another"
+    owners = {
+        header: owner
+        for header, owner in (
+            (EXPECTED_OWNER, expected_bucket_owner(operation, buckets)),
+            (SOURCE_OWNER, expected_source_owner(operation, buckets)),
         )
-    return owner
+        if owner is not None
+    }
+    for header, owner in owners.items():
+        named = {value.strip() for name, value in headers.items() if spelled_as(name, header)}
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if spelled_as(unquote(name).lower(), header):
+                named.add(unquote(value))
+        if named - {owner}:
+            which = "the copy's source bucket" if header == SOURCE_OWNER else "the bucket"
+            raise OwnerMismatch(
+                f"the expected owner of {which} is set by jitgate's configuration ({owner}); "
+                "the call named another"
+            )
+    return owners
 
 
 def session_name(agent: str) -> str:
