@@ -29,6 +29,17 @@ from jitgate.gateway.http_client import HttpClient, MalformedAnswer, Origin, Ups
 Handler = Callable[[socket.socket, int], None]
 
 
+_serving = threading.local()
+
+
+def current_server() -> Scripted:
+    """The server whose connection this thread serves. (Handlers used the newest server in
+    SERVERS, which a late handler thread found emptied by the test's teardown: an IndexError
+    that failed the test now and then.)"""
+    server: Scripted = _serving.server
+    return server
+
+
 class Scripted:
     """A TCP server: each connection is handed to ``handler(sock, connection_number)``."""
 
@@ -44,6 +55,7 @@ class Scripted:
         serve_each_connection(self.sock, self._serve)
 
     def _serve(self, conn: socket.socket) -> None:
+        _serving.server = self  # each connection is served in a thread of its own
         with self._numbering:
             self.connections += 1
             number = self.connections
@@ -117,7 +129,7 @@ def answering(*answers: bytes) -> Handler:
     """Answer each request on a connection with the next of ``answers``; then wait for EOF."""
 
     def handle(conn: socket.socket, number: int) -> None:
-        reader = Reader(conn, SERVERS[-1])
+        reader = Reader(conn, current_server())
         for answer in answers:
             if reader.request() is None:
                 return
@@ -132,7 +144,7 @@ def answering_then_closing(answer: bytes) -> Handler:
     cut short, not as whatever the client is meant to notice first)."""
 
     def handle(conn: socket.socket, number: int) -> None:
-        if Reader(conn, SERVERS[-1]).request() is not None:
+        if Reader(conn, current_server()).request() is not None:
             with contextlib.suppress(OSError):  # the client may hang up first
                 conn.sendall(answer)
 
@@ -148,7 +160,7 @@ def body_collector(got: list[bytes]) -> Handler:
     """Read a request's head, then keep every byte sent after it in ``got``."""
 
     def handle(conn: socket.socket, number: int) -> None:
-        reader = Reader(conn, SERVERS[-1])
+        reader = Reader(conn, current_server())
         reader.head()
         got.append(reader.buffer)
         while data := conn.recv(65536):
