@@ -413,6 +413,7 @@ def test_a_code_link_made_after_the_check_that_would_outlive_the_grant_is_withhe
         error = withheld.value.response["Error"]
         assert error["Code"] == "AccessDenied"
         assert "presigned link valid for 600 seconds" in error["Message"]
+        assert "AWS carried out the call (it answered 200)" in error["Message"]
         assert len(upstream.wait(1)) == 1  # it was sent: the answer is what is withheld
         events = stack.wait_events(grant.id, lambda es: len(es) >= 2)
         assert [e.type for e in events] == ["call.allowed", "call.completed"]
