@@ -894,7 +894,12 @@ class AwsEndpoint:
         except AwsError as error:
             response.close()
             raise _Withheld(error, f"stopped before the answer: {error.message}") from None
-        if 200 <= status < 300 and call.operation is not None and call.grant is not None:
+        if (
+            200 <= status < 300
+            and call.operation is not None
+            and call.grant is not None
+            and (call.operation.service, call.operation.name) in _HANDS_OUT_LASTING
+        ):
             # A presigned link or credentials in the answer were made by AWS before this
             # instant: checked again now (found in review: checked only when the call was
             # recorded, a link made seconds later could outlive the grant by those seconds).
@@ -1273,6 +1278,10 @@ _CODE_LINK_SECONDS = {
     ("lambda", "GetLayerVersionByArn"): 600,
     ("lambda", "PublishLayerVersion"): 600,
 }
+
+
+# Operations whose answers hand out something that works without jitgate (checked twice).
+_HANDS_OUT_LASTING = frozenset(_CODE_LINK_SECONDS) | frozenset(_VENDED_CREDENTIALS_DEFAULT_SECONDS)
 
 
 def outliving_grant(operation: Operation, expires_at: datetime, now: datetime) -> str | None:
